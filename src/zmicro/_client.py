@@ -1,0 +1,273 @@
+"""Calling services: the async ``Client`` (``open_client``) and the ``BlockingClient`` (``connect``).
+
+A client holds one persistent connection per endpoint, created on first use, with any
+number of calls in flight on it. Every call has a deadline: the per-call ``timeout``,
+else the client's default, and never later than the deadline of the request being
+handled when the call is made from inside a handler (nested calls inherit it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator, Mapping
+from concurrent.futures import Future as ThreadFuture
+from typing import Any, TypeVar
+
+from . import _context
+from ._errors import ClientClosedError, ConfigurationError, NoSuchServiceError
+from .patterns import RpcConnection
+from .transport import SocketOptions
+
+__all__ = ("BlockingClient", "Client", "connect", "open_client")
+
+DEFAULT_TIMEOUT = 10.0
+T = TypeVar("T")
+
+
+class Client:
+    """An asyncio client. Use ``open_client``; the proxy form reads ``client.<service>.<method>``.
+
+    Example::
+
+        async with zmicro.open_client("tcp://127.0.0.1:5555") as client:
+            await client.call("greeter", "hello", who="world")
+            await client.greeter.hello(who="world", _timeout=2.0)
+    """
+
+    def __init__(
+        self,
+        endpoints: str | Mapping[str, str],
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        socket_options: SocketOptions | None = None,
+        max_pending: int = 10_000,
+    ) -> None:
+        if timeout <= 0:
+            raise ConfigurationError("timeout must be positive (every call has a deadline)")
+        self._default_endpoint = endpoints if isinstance(endpoints, str) else None
+        self._by_service = {} if isinstance(endpoints, str) else dict(endpoints)
+        self.timeout = timeout
+        self._options = socket_options or SocketOptions()
+        self._max_pending = max_pending
+        self._connections: dict[str, RpcConnection] = {}
+        self.closed = False
+
+    def _endpoint_for(self, service: str) -> str:
+        endpoint = self._by_service.get(service, self._default_endpoint)
+        if endpoint is None:
+            raise NoSuchServiceError(f"no endpoint known for service {service!r}")
+        return endpoint
+
+    def connection(self, endpoint: str) -> RpcConnection:
+        """The persistent connection to ``endpoint`` (created on first use)."""
+        if self.closed:
+            raise ClientClosedError("the client is closed")
+        conn = self._connections.get(endpoint)
+        if conn is None:
+            conn = RpcConnection(endpoint, self._options, max_pending=self._max_pending)
+            self._connections[endpoint] = conn
+        return conn
+
+    async def call(
+        self,
+        service: str,
+        method: str,
+        /,
+        args: Mapping[str, Any] | None = None,
+        *,
+        _timeout: float | None = None,
+        _idempotency_key: str | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        """Call ``service.method`` with keyword arguments (or a mapping in ``args``).
+
+        Options start with an underscore so that they never collide with a method's
+        own argument names: ``_timeout`` (seconds) and ``_idempotency_key``.
+        """
+        if args is not None:
+            kwargs = {**args, **kwargs}
+        deadline = time.monotonic() + (self.timeout if _timeout is None else _timeout)
+        ctx = _context.current()
+        if ctx is not None:
+            deadline = min(deadline, ctx.deadline)
+        traceparent = _context.child_traceparent(ctx.traceparent if ctx else None)
+        conn = self.connection(self._endpoint_for(service))
+        return await conn.call(
+            service,
+            method,
+            kwargs,
+            deadline=deadline,
+            traceparent=traceparent,
+            idempotency_key=_idempotency_key,
+        )
+
+    def __getattr__(self, service: str) -> ServiceProxy:
+        if service.startswith("_"):
+            raise AttributeError(service)
+        return ServiceProxy(self, service)
+
+    def statistics(self) -> dict[str, dict[str, int]]:
+        """Counters per endpoint: pending, late replies, expired, peer lost, ..."""
+        return {ep: conn.statistics() for ep, conn in self._connections.items()}
+
+    async def aclose(self) -> None:
+        """Close every connection; calls still pending fail at once with ``ClientClosedError``."""
+        self.closed = True
+        for conn in self._connections.values():
+            conn.close()
+        self._connections.clear()
+
+
+class ServiceProxy:
+    """``client.greeter`` : attribute access names the method, calling it makes the call."""
+
+    __slots__ = ("_client", "_service")
+
+    def __init__(self, client: Client, service: str) -> None:
+        self._client = client
+        self._service = service
+
+    def __getattr__(self, method: str) -> MethodProxy:
+        if method.startswith("__"):
+            raise AttributeError(method)
+        return MethodProxy(self._client, self._service, method)
+
+    def __repr__(self) -> str:
+        return f"<service proxy {self._service!r}>"
+
+
+class MethodProxy:
+    __slots__ = ("_client", "_method", "_service")
+
+    def __init__(self, client: Client, service: str, method: str) -> None:
+        self._client = client
+        self._service = service
+        self._method = method
+
+    async def __call__(self, **kwargs: Any) -> Any:
+        return await self._client.call(self._service, self._method, **kwargs)
+
+
+@contextlib.asynccontextmanager
+async def open_client(endpoints: str | Mapping[str, str], **options: Any) -> AsyncIterator[Client]:
+    """An async client for the duration of the block.
+
+    ``endpoints`` is one endpoint for every service, or a mapping of service name to endpoint.
+    """
+    client = Client(endpoints, **options)
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+class BlockingClient:
+    """The same client for code without an event loop: ``call`` blocks until the outcome.
+
+    It runs its own event loop in a background thread; its sockets live in that thread
+    and never leave it. Safe to use from several threads at once.
+
+    Example::
+
+        with zmicro.connect("tcp://127.0.0.1:5555") as client:
+            print(client.greeter.hello(who="world"))
+    """
+
+    def __init__(self, endpoints: str | Mapping[str, str], **options: Any) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="zmicro-client", daemon=True)
+        self._thread.start()
+        self._client: Client = self._run(self._make(endpoints, options), None)
+        self.closed = False
+
+    async def _make(self, endpoints: str | Mapping[str, str], options: dict[str, Any]) -> Client:
+        return Client(endpoints, **options)
+
+    def _run(self, coro: Any, timeout: float | None) -> Any:
+        fut: ThreadFuture[Any] = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        # The call's own deadline ends it; the extra second only guards a wedged loop.
+        return fut.result(None if timeout is None else timeout + 1.0)
+
+    @property
+    def timeout(self) -> float:
+        return self._client.timeout
+
+    def call(
+        self,
+        service: str,
+        method: str,
+        /,
+        args: Mapping[str, Any] | None = None,
+        *,
+        _timeout: float | None = None,
+        _idempotency_key: str | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        """Call ``service.method`` and block until the result or an error."""
+        if self.closed:
+            raise ClientClosedError("the client is closed")
+        timeout = self._client.timeout if _timeout is None else _timeout
+        remaining = _context.remaining()  # a plain-def handler's deadline travels with it
+        if remaining is not None:
+            timeout = min(timeout, remaining)
+        coro = self._client.call(
+            service, method, args, _timeout=timeout, _idempotency_key=_idempotency_key, **kwargs
+        )
+        return self._run(coro, timeout)
+
+    def __getattr__(self, service: str) -> BlockingServiceProxy:
+        if service.startswith("_"):
+            raise AttributeError(service)
+        return BlockingServiceProxy(self, service)
+
+    def statistics(self) -> dict[str, dict[str, int]]:
+        return self._run(self._stats(), 5.0)  # type: ignore[no-any-return]
+
+    async def _stats(self) -> dict[str, dict[str, int]]:
+        return self._client.statistics()
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self._run(self._client.aclose(), 5.0)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(5.0)
+        self._loop.close()
+
+    def __enter__(self) -> BlockingClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+class BlockingServiceProxy:
+    __slots__ = ("_client", "_service")
+
+    def __init__(self, client: BlockingClient, service: str) -> None:
+        self._client = client
+        self._service = service
+
+    def __getattr__(self, method: str) -> Any:
+        if method.startswith("__"):
+            raise AttributeError(method)
+        client, service = self._client, self._service
+
+        def call(**kwargs: Any) -> Any:
+            return client.call(service, method, **kwargs)
+
+        return call
+
+
+@contextlib.contextmanager
+def connect(endpoints: str | Mapping[str, str], **options: Any) -> Iterator[BlockingClient]:
+    """A blocking client for the duration of the ``with`` block."""
+    client = BlockingClient(endpoints, **options)
+    try:
+        yield client
+    finally:
+        client.close()

@@ -1,0 +1,427 @@
+"""The runtime: hosts service instances behind one RPC socket, with limits and bounded shutdown.
+
+``Server`` is the ``Dispatcher`` of ``patterns.RpcServer``: it looks up the service and
+method, validates arguments, admits the request (or answers "overloaded"), runs the
+handler in a task (async) or in the thread pool (plain ``def``), enforces the deadline,
+and turns every outcome into exactly one reply or error. ``open_server`` is the
+async context manager most code wants; ``run`` is what ``zmicro run`` calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import functools
+import logging
+import signal
+import time
+import traceback
+from collections.abc import AsyncIterator, Iterable, Sequence
+from concurrent.futures import Future as ThreadFuture
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import protocol as p
+from ._context import CallContext, set_current
+from ._errors import CallError, ConfigurationError, InvalidArgumentError
+from ._service import MethodSpec, Service, ServiceSpec, describe_service
+from ._threads import DaemonThreadPool
+from ._version import __version__
+from .patterns import RpcServer
+from .transport import SocketOptions, libzmq_version
+
+__all__ = ("Server", "open_server", "run")
+
+log = logging.getLogger("zmicro.server")
+
+BUILTIN = "_zmicro"
+# Codes a handler may raise on purpose and that reach the caller unchanged; any other
+# exception is a remote error (a nested call's "no such method" must not look like ours).
+_PASS_THROUGH = frozenset({"invalid_argument", "deadline_exceeded", "overloaded", "unavailable"})
+_MAX_TRACEBACK = 16 * 1024
+
+
+@dataclass(slots=True)
+class _Hosted:
+    instance: Service
+    spec: ServiceSpec
+    admission: p.Admission[_Job]
+
+
+@dataclass(slots=True)
+class _Job:
+    peer: bytes
+    request_id: int
+    hosted: _Hosted
+    method: MethodSpec
+    args: dict[str, Any]
+    deadline: float
+    traceparent: str | None
+
+
+@dataclass(slots=True)
+class _Running:
+    job: _Job
+    task: asyncio.Task[Any]
+    timer: asyncio.TimerHandle
+    cancel_reason: str = "client"
+    thread_future: list[ThreadFuture[Any]] = field(default_factory=list)
+
+
+class Server:
+    """Serves service instances on one or more endpoints.
+
+    Example::
+
+        async with zmicro.open_server(Greeter(), bind="tcp://127.0.0.1:0") as server:
+            print(server.endpoint)
+    """
+
+    def __init__(
+        self,
+        services: Iterable[Service | type[Service]],
+        *,
+        bind: str | Sequence[str] = "tcp://127.0.0.1:0",
+        grace: float = 10.0,
+        max_message_bytes: int = 1024 * 1024,
+        socket_options: SocketOptions | None = None,
+        thread_pool_size: int | None = None,
+    ) -> None:
+        self._hosted: dict[str, _Hosted] = {}
+        for svc in services:
+            instance = svc() if isinstance(svc, type) else svc
+            if not isinstance(instance, Service):
+                raise ConfigurationError(f"{instance!r} is not a zmicro.Service")
+            spec = describe_service(type(instance))
+            if spec.name in self._hosted:
+                raise ConfigurationError(f"two services named {spec.name!r} in one server")
+            adm: p.Admission[_Job] = p.Admission(instance.max_concurrency, instance.max_queued)
+            self._hosted[spec.name] = _Hosted(instance, spec, adm)
+        if not self._hosted:
+            raise ConfigurationError("a server needs at least one service")
+        self._binds = [bind] if isinstance(bind, str) else list(bind)
+        self.grace = grace
+        self._options = socket_options or SocketOptions(
+            max_message_bytes=max(2 * max_message_bytes, max_message_bytes + 65536)
+        )
+        self._max_message_bytes = max_message_bytes
+        pool_size = thread_pool_size or min(64, sum(h.admission.max_active for h in self._hosted.values()))
+        self._pool = DaemonThreadPool(max(1, pool_size))
+        self._running: dict[tuple[bytes, int], _Running] = {}
+        self._rpc: RpcServer | None = None
+        self._accepting = False
+        self._stopped: asyncio.Event | None = None
+        self._stopping = False
+        self.endpoints: list[str] = []
+        self._started_at = 0.0
+
+    @property
+    def endpoint(self) -> str:
+        """The first bound endpoint, with its real port."""
+        return self.endpoints[0]
+
+    @property
+    def services(self) -> dict[str, Service]:
+        return {name: h.instance for name, h in self._hosted.items()}
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stopped = asyncio.Event()
+        for hosted in self._hosted.values():
+            await hosted.instance.on_start()
+        self._rpc = RpcServer(self, self._options, max_message_bytes=self._max_message_bytes)
+        try:
+            self.endpoints = [self._rpc.bind(ep) for ep in self._binds]
+        except BaseException:
+            self._rpc.close(0)
+            raise
+        self._rpc.start()
+        self._accepting = True
+        self._started_at = time.monotonic()
+        log.info("serving %s on %s", ", ".join(self._hosted), ", ".join(self.endpoints))
+
+    async def wait_stopped(self) -> None:
+        assert self._stopped is not None, "start() first"
+        await self._stopped.wait()
+
+    # -- Dispatcher ----------------------------------------------------------------
+
+    def on_request(self, peer: bytes, req: p.Request) -> None:
+        rpc = self._rpc
+        assert rpc is not None
+        rpc.counters["requests"] += 1
+        if req.service == BUILTIN:
+            self._builtin(peer, req)
+            return
+        hosted = self._hosted.get(req.service)
+        if hosted is None:
+            rpc.send_error(
+                peer, req.id, "no_such_service",
+                f"no service {req.service!r} at this endpoint (it serves: {', '.join(sorted(self._hosted))})",
+            )
+            return
+        method = hosted.spec.methods.get(req.method)
+        if method is None:
+            rpc.send_error(
+                peer, req.id, "no_such_method",
+                f"service {req.service!r} has no method {req.method!r} "
+                f"(it has: {', '.join(sorted(hosted.spec.methods))})",
+            )
+            return
+        if not self._accepting:
+            rpc.send_error(peer, req.id, "unavailable", f"{req.service} is shutting down")
+            return
+        budget_ms = req.headers.deadline_ms
+        if budget_ms <= 0:
+            rpc.counters["expired_on_arrival"] += 1
+            rpc.send_error(peer, req.id, "deadline_exceeded", "the request arrived with no time left")
+            return
+        if (peer, req.id) in self._running:
+            rpc.send_error(peer, req.id, "protocol_error", f"request id {req.id} is already in use")
+            return
+        try:
+            args = method.decode_args(req.args)
+        except InvalidArgumentError as exc:
+            rpc.send_error(peer, req.id, exc.code, exc.message, exc.details)
+            return
+        job = _Job(
+            peer, req.id, hosted, method, args,
+            time.monotonic() + budget_ms / 1000.0, req.headers.traceparent,
+        )
+        verdict = hosted.admission.offer(job)
+        if verdict is p.Verdict.START:
+            self._start(job)
+        elif verdict is p.Verdict.REJECTED:
+            rpc.counters["overloaded"] += 1
+            adm = hosted.admission
+            rpc.send_error(
+                peer, req.id, "overloaded",
+                f"{req.service} is at capacity ({adm.max_active} running, {adm.max_queued} queued); retry later",
+            )
+
+    def on_cancel(self, peer: bytes, request_id: int) -> None:
+        rpc = self._rpc
+        assert rpc is not None
+        running = self._running.get((peer, request_id))
+        if running is not None:
+            running.cancel_reason = "client"
+            running.task.cancel()
+            return
+        for hosted in self._hosted.values():
+            job = hosted.admission.remove(lambda j: j.peer == peer and j.request_id == request_id)
+            if job is not None:
+                rpc.counters["cancelled_queued"] += 1
+                return
+        rpc.counters["cancel_unknown"] += 1
+
+    # -- running handlers ------------------------------------------------------
+
+    def _start(self, job: _Job) -> None:
+        assert self._rpc is not None
+        while True:
+            remaining = job.deadline - time.monotonic()
+            if remaining > 0:
+                break
+            # It waited in the queue past its deadline: nobody wants the answer any more.
+            self._rpc.counters["expired_in_queue"] += 1
+            self._rpc.send_error(job.peer, job.request_id, "deadline_exceeded", "expired while queued")
+            nxt = job.hosted.admission.finish()
+            if nxt is None:
+                return
+            job = nxt
+        key = (job.peer, job.request_id)
+        holder: list[ThreadFuture[Any]] = []
+        task = self._loop.create_task(self._invoke(job, holder))
+        timer = self._loop.call_at(self._loop.time() + remaining, self._on_deadline, key)
+        self._running[key] = _Running(job, task, timer, thread_future=holder)
+        task.add_done_callback(functools.partial(self._on_done, key))
+
+    async def _invoke(self, job: _Job, holder: list[ThreadFuture[Any]]) -> Any:
+        set_current(CallContext(job.deadline, job.traceparent, job.hosted.spec.name, job.method.name))
+        func = getattr(job.hosted.instance, job.method.attr)
+        if job.method.is_async:
+            return await func(**job.args)
+        ctx = contextvars.copy_context()
+        cf = self._pool.submit(ctx.run, functools.partial(func, **job.args))
+        holder.append(cf)
+        return await asyncio.wrap_future(cf)
+
+    def _on_deadline(self, key: tuple[bytes, int]) -> None:
+        running = self._running.get(key)
+        if running is not None:
+            running.cancel_reason = "deadline"
+            running.task.cancel()
+
+    def _on_done(self, key: tuple[bytes, int], task: asyncio.Task[Any]) -> None:
+        rpc = self._rpc
+        assert rpc is not None
+        running = self._running.pop(key)
+        running.timer.cancel()
+        job = running.job
+        what = f"{job.hosted.spec.name}.{job.method.name}"
+        if task.cancelled():
+            reason = running.cancel_reason
+            if reason == "deadline":
+                rpc.counters["expired_running"] += 1
+                rpc.send_error(job.peer, job.request_id, "deadline_exceeded", f"{what} ran past its deadline")
+            elif reason == "shutdown":
+                rpc.counters["cancelled_shutdown"] += 1
+                rpc.send_error(job.peer, job.request_id, "unavailable", f"{what} was stopped by shutdown")
+            else:
+                rpc.counters["cancelled"] += 1  # the caller asked; it waits for nothing
+        else:
+            exc = task.exception()
+            if exc is None:
+                rpc.counters["replies"] += 1
+                rpc.send_reply(job.peer, job.request_id, task.result(), what)
+            elif isinstance(exc, CallError) and exc.code in _PASS_THROUGH:
+                rpc.send_error(job.peer, job.request_id, exc.code, exc.message, exc.details)
+            else:
+                rpc.counters["handler_errors"] += 1
+                tb = "".join(traceback.format_exception(exc))[-_MAX_TRACEBACK:]
+                log.debug("%s raised %r", what, exc)
+                rpc.send_error(
+                    job.peer, job.request_id, "remote_error", str(exc),
+                    {"type": type(exc).__qualname__, "traceback": tb},
+                )
+        thread = running.thread_future[0] if running.thread_future else None
+        if thread is not None and not thread.done():
+            # A cancelled plain-def handler keeps its thread until it returns; its slot
+            # stays taken until then, so stuck threads cannot pile up without bound.
+            thread.add_done_callback(
+                lambda _f: self._loop.call_soon_threadsafe(self._release, job.hosted)
+            )
+        else:
+            self._release(job.hosted)
+
+    def _release(self, hosted: _Hosted) -> None:
+        nxt = hosted.admission.finish()
+        if nxt is not None:
+            self._start(nxt)
+
+    # -- built-in service ------------------------------------------------------
+
+    def _builtin(self, peer: bytes, req: p.Request) -> None:
+        rpc = self._rpc
+        assert rpc is not None
+        if req.method == "describe":
+            rpc.send_reply(peer, req.id, self.describe(), "_zmicro.describe")
+        elif req.method == "stats":
+            rpc.send_reply(peer, req.id, self.statistics(), "_zmicro.stats")
+        elif req.method == "ping":
+            rpc.send_reply(peer, req.id, "pong", "_zmicro.ping")
+        else:
+            rpc.send_error(
+                peer, req.id, "no_such_method",
+                f"built-in service {BUILTIN!r} has describe, stats and ping; not {req.method!r}",
+            )
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "zmicro": __version__,
+            "libzmq": ".".join(map(str, libzmq_version())),
+            "endpoints": self.endpoints,
+            "services": [
+                {
+                    "name": h.spec.name,
+                    "doc": h.spec.doc,
+                    "max_concurrency": h.admission.max_active,
+                    "max_queued": h.admission.max_queued,
+                    "methods": [m.describe() for m in h.spec.methods.values()],
+                }
+                for h in self._hosted.values()
+            ],
+        }
+
+    def statistics(self) -> dict[str, Any]:
+        counters = dict(self._rpc.counters) if self._rpc else {}
+        return {
+            "uptime_s": round(time.monotonic() - self._started_at, 3) if self._started_at else 0.0,
+            "running": len(self._running),
+            "services": {
+                name: {
+                    "active": h.admission.active,
+                    "queued": h.admission.queued,
+                    "rejected": h.admission.rejected,
+                }
+                for name, h in self._hosted.items()
+            },
+            "counters": counters,
+        }
+
+    # -- shutdown --------------------------------------------------------------
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Stop intake, let running handlers finish within ``grace`` seconds, answer the rest, close."""
+        if self._stopping:
+            if self._stopped is not None:
+                await self._stopped.wait()
+            return
+        self._stopping = True
+        grace = self.grace if grace is None else grace
+        self._accepting = False
+        rpc = self._rpc
+        if rpc is not None:
+            for hosted in self._hosted.values():
+                for job in hosted.admission.take_queued():
+                    rpc.counters["rejected_shutdown"] += 1
+                    rpc.send_error(job.peer, job.request_id, "unavailable", "service is shutting down")
+            tasks = [r.task for r in self._running.values()]
+            if tasks:
+                await asyncio.wait(tasks, timeout=grace)
+            leftover = list(self._running.values())
+            for running in leftover:
+                running.cancel_reason = "shutdown"
+                running.task.cancel()
+            if leftover:
+                await asyncio.wait([r.task for r in leftover], timeout=1.0)
+        for hosted in self._hosted.values():
+            try:
+                await asyncio.wait_for(hosted.instance.on_stop(), timeout=max(1.0, grace))
+            except Exception:
+                log.exception("%s.on_stop failed", hosted.spec.name)
+        if rpc is not None:
+            rpc.close(self._options.linger_ms)
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        if self._stopped is not None:
+            self._stopped.set()
+        log.info("stopped %s", ", ".join(self._hosted))
+
+
+@contextlib.asynccontextmanager
+async def open_server(
+    *services: Service | type[Service], bind: str | Sequence[str] = "tcp://127.0.0.1:0", **options: Any
+) -> AsyncIterator[Server]:
+    """Serve ``services`` for the duration of the block; shut down (bounded) on exit."""
+    server = Server(services, bind=bind, **options)
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop()
+
+
+async def _run(server: Server, ready: Any = None) -> None:
+    loop = asyncio.get_running_loop()
+    await server.start()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, lambda: asyncio.ensure_future(server.stop()))
+    if ready is not None:
+        ready(server)
+    try:
+        await server.wait_stopped()
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+
+def run(
+    *services: Service | type[Service],
+    bind: str | Sequence[str] = "tcp://127.0.0.1:5555",
+    ready: Any = None,
+    **options: Any,
+) -> None:
+    """Serve until SIGINT/SIGTERM, then shut down within the grace period. Blocks."""
+    server = Server(services, bind=bind, **options)
+    asyncio.run(_run(server, ready))

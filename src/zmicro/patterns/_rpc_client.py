@@ -1,0 +1,251 @@
+"""The caller side of RPC: one DEALER connection to one endpoint, many calls in flight.
+
+Replies are matched to calls by request id through a ``CallTable``; one timer, armed
+for the earliest deadline, expires calls; an expired or abandoned call sends CANCEL so
+the server stops its handler. When the connection drops, calls already sent fail at
+once with ``PeerLostError``; a call that cannot be sent yet (no connection, queue
+full) waits in a bounded queue until its deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import time
+from collections import Counter
+from typing import Any
+
+from .. import protocol as p
+from .._errors import (
+    ClientClosedError,
+    DeadlineExceededError,
+    InvalidArgumentError,
+    OverloadedError,
+    PeerLostError,
+    ProtocolError,
+    error_from_wire,
+)
+from .._ratelog import RateLimitedLog
+from ..transport import ConnectionMonitor, SendResult, SocketDriver, SocketOptions, new_dealer
+
+__all__ = ("RpcConnection",)
+
+log = logging.getLogger("zmicro.client")
+
+_Waiter = asyncio.Future[Any]
+
+
+class RpcConnection:
+    """Calls to one endpoint. Create and use it on one event loop only."""
+
+    def __init__(
+        self,
+        endpoint: str,
+        options: SocketOptions,
+        *,
+        max_pending: int = 10_000,
+        max_unsent: int = 1_000,
+    ) -> None:
+        self.endpoint = endpoint
+        self._loop = asyncio.get_running_loop()
+        self._table: p.CallTable[_Waiter] = p.CallTable(max_pending)
+        self._socket = new_dealer(options)
+        self._driver = SocketDriver(self._socket, self._on_message, on_writable=self._flush_unsent)
+        self._monitor = ConnectionMonitor(self._socket, self._on_connection_event)
+        # Requests that could not be handed to libzmq yet, oldest first.
+        self._unsent: collections.OrderedDict[int, bytes] = collections.OrderedDict()
+        self._max_unsent = max_unsent
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
+        self._ratelog = RateLimitedLog(log)
+        self.counters: Counter[str] = Counter()
+        self.connected = False
+        self.closed = False
+        self._monitor.start()
+        self._driver.start()
+        self._socket.connect(endpoint)
+
+    @property
+    def pending(self) -> int:
+        return len(self._table)
+
+    @property
+    def late_replies(self) -> int:
+        return self._table.late_replies
+
+    async def call(
+        self,
+        service: str,
+        method: str,
+        args: Any,
+        *,
+        deadline: float,
+        traceparent: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> Any:
+        """Send one request and wait for its reply; ``deadline`` is a ``time.monotonic()`` value."""
+        if self.closed:
+            raise ClientClosedError(f"the connection to {self.endpoint} is closed")
+        budget_ms = int((deadline - time.monotonic()) * 1000)
+        if budget_ms <= 0:
+            self.counters["expired_before_send"] += 1
+            raise DeadlineExceededError(f"{service}.{method}: deadline passed before the call was sent")
+        waiter: _Waiter = self._loop.create_future()
+        request_id = self._table.add(waiter, deadline)  # raises OverloadedError when full
+        try:
+            body = p.encode_request(
+                request_id,
+                service,
+                method,
+                p.Headers(budget_ms, traceparent, idempotency_key),
+                args,
+            )
+        except Exception as exc:
+            self._table.discard(request_id)
+            raise InvalidArgumentError(f"{service}.{method}: arguments cannot be encoded: {exc}") from None
+        if self._unsent or self._driver.send([body]) is not SendResult.SENT:
+            if len(self._unsent) >= self._max_unsent:
+                self._table.discard(request_id)
+                self.counters["rejected_unsent_full"] += 1
+                raise OverloadedError(
+                    f"{service}.{method}: {self._max_unsent} requests already wait to be sent to {self.endpoint}"
+                )
+            self._unsent[request_id] = body
+            self._driver.want_writable = True
+        if self._timer is None or deadline < self._timer_at:
+            self._arm(deadline)
+        try:
+            raw = await waiter
+        except asyncio.CancelledError:
+            if not waiter.done() or waiter.cancelled():
+                # The caller gave up (its own timeout or cancellation): tell the server.
+                if self._table.discard(request_id) is not None:
+                    self.counters["abandoned"] += 1
+                    self._cancel_remote(request_id)
+            raise
+        return p.decode_value(raw)
+
+    # -- timers ----------------------------------------------------------------
+
+    def _arm(self, deadline: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_at = deadline
+        delay = max(0.0, deadline - time.monotonic())
+        self._timer = self._loop.call_at(self._loop.time() + delay, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        for request_id, waiter in self._table.expire(time.monotonic()):
+            if not waiter.done():
+                waiter.set_exception(
+                    DeadlineExceededError(f"no reply from {self.endpoint} before the deadline")
+                )
+            self._cancel_remote(request_id)
+        nxt = self._table.next_deadline()
+        if nxt is not None:
+            self._arm(nxt)
+
+    def _cancel_remote(self, request_id: int) -> None:
+        if self._unsent.pop(request_id, None) is not None:
+            return  # never sent: nothing to cancel over there
+        if self._driver.send([p.encode_cancel(request_id)]) is not SendResult.SENT:
+            self.counters["cancel_not_sent"] += 1
+
+    # -- socket events ---------------------------------------------------------
+
+    def _flush_unsent(self) -> None:
+        while self._unsent:
+            request_id, body = next(iter(self._unsent.items()))
+            if request_id not in self._table:
+                self._unsent.popitem(last=False)
+                continue
+            if self._driver.send([body]) is not SendResult.SENT:
+                return
+            self._unsent.popitem(last=False)
+        self._driver.want_writable = False
+
+    def _on_connection_event(self, kind: str, endpoint: str) -> None:
+        if kind == "up":
+            self.connected = True
+            self.counters["connects"] += 1
+            self._driver.kick()  # requests may be waiting for this connection
+        elif kind == "down":
+            self.connected = False
+            self.counters["disconnects"] += 1
+            self._fail_sent(PeerLostError(f"connection to {self.endpoint} lost during the call"))
+        elif kind == "handshake_failed":
+            self.counters["handshake_failed"] += 1
+
+    def _fail_sent(self, error: Exception) -> None:
+        """Fail every call that was handed to the lost connection; unsent ones keep waiting."""
+        lost = [rid for rid in self._table.ids() if rid not in self._unsent]
+        for request_id in lost:
+            waiter = self._table.discard(request_id)
+            if waiter is not None and not waiter.done():
+                self.counters["peer_lost"] += 1
+                waiter.set_exception(error)
+
+    def _on_message(self, frames: list[bytes]) -> None:
+        if len(frames) != 1:
+            self.counters["malformed"] += 1
+            self._ratelog.warning("malformed", f"{self.endpoint}: reply with {len(frames)} frames")
+            return
+        try:
+            msg = p.decode(frames[0])
+        except ProtocolError as exc:
+            self.counters["malformed"] += 1
+            self._ratelog.warning("malformed", f"{self.endpoint}: undecodable reply: {exc}")
+            if exc.request_id:
+                self._resolve(exc.request_id, exc)
+            return
+        if type(msg) is p.Reply:
+            self._resolve(msg.id, None, msg.result)
+        elif type(msg) is p.ErrorReply:
+            error = error_from_wire(msg.code, msg.message, msg.details)
+            if msg.id == 0:
+                self.counters["errors_without_id"] += 1
+                self._ratelog.warning("error0", f"{self.endpoint} reported: {msg.code}: {msg.message}")
+            else:
+                self._resolve(msg.id, error)
+        elif type(msg) is p.Pong:
+            self.counters["pongs"] += 1
+        else:
+            self.counters["unexpected"] += 1
+
+    def _resolve(self, request_id: int, error: Exception | None, result: Any = None) -> None:
+        waiter = self._table.pop(request_id)
+        if waiter is None:
+            # Late (its call already timed out), duplicate, or never ours: dropped and counted.
+            return
+        if waiter.done():
+            return
+        if error is None:
+            waiter.set_result(result)
+        else:
+            waiter.set_exception(error)
+
+    def close(self, linger_ms: int = 0) -> None:
+        """Fail every pending call with ``ClientClosedError`` at once and close the socket."""
+        if self.closed:
+            return
+        self.closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+        for _, waiter in self._table.drain():
+            if not waiter.done():
+                waiter.set_exception(ClientClosedError(f"client closed; call to {self.endpoint} abandoned"))
+        self._unsent.clear()
+        self._monitor.close()
+        self._driver.close(linger_ms)
+
+    def statistics(self) -> dict[str, int]:
+        out = dict(self.counters)
+        out.update(
+            pending=len(self._table),
+            late_replies=self._table.late_replies,
+            expired=self._table.expired,
+            unsent=len(self._unsent),
+        )
+        return out

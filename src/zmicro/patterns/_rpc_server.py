@@ -1,0 +1,148 @@
+"""The server side of RPC on a ROUTER socket: read, validate, hand over, reply, count.
+
+One reader per socket. Every message is checked (frame count, size, decoding) before
+anything else sees it; bad input is counted, logged at a limited rate and answered
+with a protocol error whenever the sender can be addressed. What to do with a valid
+request is the ``Dispatcher``'s business (the runtime).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from typing import Any, Protocol
+
+from .. import protocol as p
+from .._errors import ProtocolError
+from .._ratelog import RateLimitedLog
+from ..transport import (
+    ConnectionMonitor,
+    SendResult,
+    SocketDriver,
+    SocketOptions,
+    bind,
+    new_router,
+)
+
+__all__ = ("Dispatcher", "RpcServer")
+
+log = logging.getLogger("zmicro.server")
+
+
+class Dispatcher(Protocol):
+    def on_request(self, peer: bytes, request: p.Request) -> None: ...
+    def on_cancel(self, peer: bytes, request_id: int) -> None: ...
+
+
+class RpcServer:
+    """Owns the ROUTER socket. ``counters`` holds every drop and every kind of bad input."""
+
+    def __init__(
+        self, dispatcher: Dispatcher, options: SocketOptions, *, max_message_bytes: int
+    ) -> None:
+        self._dispatcher = dispatcher
+        self._options = options
+        # zmicro's own limit sits below the socket's MAXMSGSIZE so that an oversized
+        # message can still be answered; past MAXMSGSIZE libzmq drops the connection.
+        self.max_message_bytes = max_message_bytes
+        self._socket = new_router(options)
+        self._driver = SocketDriver(self._socket, self._on_message)
+        self._monitor = ConnectionMonitor(self._socket, self._on_connection_event)
+        self._ratelog = RateLimitedLog(log)
+        self.counters: Counter[str] = Counter()
+        self.endpoints: list[str] = []
+
+    def bind(self, endpoint: str) -> str:
+        concrete = bind(self._socket, endpoint)
+        self.endpoints.append(concrete)
+        return concrete
+
+    def start(self) -> None:
+        self._monitor.start()
+        self._driver.start()
+
+    # -- input ---------------------------------------------------------------
+
+    def _bad_input(self, kind: str, peer: bytes | None, message: str, request_id: int = 0) -> None:
+        self.counters[kind] += 1
+        self._ratelog.warning(kind, f"dropped bad input ({kind}): {message}")
+        if peer is not None:
+            self.send_error(peer, request_id, "protocol_error", message)
+
+    def _on_message(self, frames: list[bytes]) -> None:
+        self.counters["messages_in"] += 1
+        if len(frames) != 2:
+            # Frame 0 is always the routing id that libzmq added; anything else is bad.
+            self._bad_input(
+                "malformed", frames[0], f"expected 1 message frame, got {len(frames) - 1}"
+            )
+            return
+        peer, body = frames
+        if len(body) > self.max_message_bytes:
+            self._bad_input(
+                "oversized", peer, f"message of {len(body)} bytes exceeds {self.max_message_bytes}"
+            )
+            return
+        try:
+            msg = p.decode(body)
+        except ProtocolError as exc:
+            self._bad_input("malformed", peer, str(exc), exc.request_id)
+            return
+        if type(msg) is p.Request:
+            self._dispatcher.on_request(peer, msg)
+        elif type(msg) is p.Cancel:
+            self.counters["cancels_in"] += 1
+            self._dispatcher.on_cancel(peer, msg.id)
+        elif type(msg) is p.Ping:
+            self._send(peer, p.encode_pong(msg.nonce))
+        else:
+            self._bad_input("unexpected", peer, f"a server does not accept {type(msg).__name__}")
+
+    def _on_connection_event(self, kind: str, endpoint: str) -> None:
+        if kind == "handshake_failed":
+            self._bad_input("handshake_failed", None, f"a peer failed the ZMTP handshake on {endpoint}")
+        elif kind == "up":
+            self.counters["connections"] += 1
+        elif kind == "down":
+            self.counters["disconnections"] += 1
+
+    # -- output --------------------------------------------------------------
+
+    def _send(self, peer: bytes, body: bytes) -> bool:
+        result = self._driver.send([peer, body])
+        if result is SendResult.SENT:
+            return True
+        # The caller is gone (unroutable) or not reading (its queue is full): nobody
+        # can be told, so the reply is counted and dropped, never retried into memory.
+        kind = "undeliverable" if result is SendResult.UNROUTABLE else "reply_dropped_hwm"
+        self.counters[kind] += 1
+        return False
+
+    def send_reply(self, peer: bytes, request_id: int, result: Any, what: str) -> bool:
+        try:
+            body = p.encode_reply(request_id, result)
+        except Exception as exc:  # whatever the encoder rejects becomes an error reply
+            self.counters["unencodable_results"] += 1
+            return self.send_error(
+                peer,
+                request_id,
+                "remote_error",
+                f"the result of {what} could not be encoded: {exc}",
+                {"type": "EncodeError"},
+            )
+        return self._send(peer, body)
+
+    def send_error(
+        self,
+        peer: bytes,
+        request_id: int,
+        code: str,
+        message: str,
+        details: dict[str, str] | None = None,
+    ) -> bool:
+        self.counters[f"errors_out.{code}"] += 1
+        return self._send(peer, p.encode_error(request_id, code, message, details))
+
+    def close(self, linger_ms: int) -> None:
+        self._monitor.close()
+        self._driver.close(linger_ms)

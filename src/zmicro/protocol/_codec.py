@@ -1,0 +1,217 @@
+"""Encode and decode zmicro protocol v1 messages: pure, no sockets, no event loop.
+
+A message is one ZeroMQ frame (after any routing envelope a ROUTER socket adds):
+
+    offset 0  2 bytes  signature  b"ZM"
+    offset 2  1 byte   version    0x01
+    offset 3  1 byte   kind       see ``Kind``
+    offset 4  ...      body       a MessagePack array whose fields depend on ``kind``
+
+The signature leads the frame that carries the body instead of travelling in a
+frame of its own: every extra frame costs more than the bytes it carries.
+``docs/protocol.md`` is the normative description; this module implements it.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Annotated, Any, Final
+
+import msgspec
+
+from .._errors import ProtocolError
+
+__all__ = (
+    "MAX_NAME_LENGTH",
+    "SIGNATURE",
+    "VERSION",
+    "Cancel",
+    "ErrorReply",
+    "Headers",
+    "Kind",
+    "Message",
+    "Ping",
+    "Pong",
+    "Reply",
+    "Request",
+    "decode",
+    "decode_value",
+    "encode_cancel",
+    "encode_error",
+    "encode_ping",
+    "encode_pong",
+    "encode_reply",
+    "encode_request",
+    "encode_value",
+)
+
+SIGNATURE: Final = b"ZM"
+VERSION: Final = 1
+MAX_NAME_LENGTH: Final = 255
+_MAX_ID: Final = 2**63 - 1
+_HEADER_LEN: Final = 4
+
+
+class Kind(enum.IntEnum):
+    REQUEST = 1
+    REPLY = 2
+    ERROR = 3
+    CANCEL = 4
+    PING = 5
+    PONG = 6
+
+
+RequestId = Annotated[int, msgspec.Meta(ge=1, le=_MAX_ID)]
+Name = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_NAME_LENGTH)]
+ShortText = Annotated[str, msgspec.Meta(max_length=1024)]
+
+
+class Headers(msgspec.Struct, omit_defaults=True, frozen=True):
+    """Per-request metadata, a MessagePack map. Unknown keys are ignored (forward compatible)."""
+
+    deadline_ms: Annotated[int, msgspec.Meta(ge=-(2**31), le=2**31 - 1)]
+    """Time the caller is still willing to wait, relative, in milliseconds."""
+    traceparent: ShortText | None = None
+    """W3C trace context of the caller, passed on to nested calls."""
+    idempotency_key: ShortText | None = None
+    """Set by the caller when repeating the call must not repeat its effect."""
+
+
+class Request(msgspec.Struct, array_like=True, frozen=True):
+    id: RequestId
+    service: Name
+    method: Name
+    headers: Headers
+    args: msgspec.Raw
+    """A MessagePack map of argument name to value, validated later against the method."""
+
+
+class Reply(msgspec.Struct, array_like=True, frozen=True):
+    id: RequestId
+    result: msgspec.Raw
+
+
+class ErrorReply(msgspec.Struct, array_like=True, frozen=True):
+    id: Annotated[int, msgspec.Meta(ge=0, le=_MAX_ID)]
+    """0 when the error is not about one request (for example an undecodable message)."""
+    code: Name
+    message: str
+    details: dict[str, str] = {}
+
+
+class Cancel(msgspec.Struct, array_like=True, frozen=True):
+    id: RequestId
+
+
+class Ping(msgspec.Struct, array_like=True, frozen=True):
+    nonce: Annotated[int, msgspec.Meta(ge=0, le=_MAX_ID)]
+
+
+class Pong(msgspec.Struct, array_like=True, frozen=True):
+    nonce: Annotated[int, msgspec.Meta(ge=0, le=_MAX_ID)]
+
+
+Message = Request | Reply | ErrorReply | Cancel | Ping | Pong
+
+
+def _prefix(kind: Kind) -> bytes:
+    return SIGNATURE + bytes((VERSION, kind))
+
+
+_PREFIX: Final = {kind: _prefix(kind) for kind in Kind}
+_REQUEST_PREFIX: Final = _PREFIX[Kind.REQUEST]
+_REPLY_PREFIX: Final = _PREFIX[Kind.REPLY]
+_DECODERS: Final[dict[int, msgspec.msgpack.Decoder[Any]]] = {
+    Kind.REQUEST: msgspec.msgpack.Decoder(Request),
+    Kind.REPLY: msgspec.msgpack.Decoder(Reply),
+    Kind.ERROR: msgspec.msgpack.Decoder(ErrorReply),
+    Kind.CANCEL: msgspec.msgpack.Decoder(Cancel),
+    Kind.PING: msgspec.msgpack.Decoder(Ping),
+    Kind.PONG: msgspec.msgpack.Decoder(Pong),
+}
+_FIELDS: Final = msgspec.msgpack.Decoder(list[msgspec.Raw])
+_INT: Final = msgspec.msgpack.Decoder(int)
+_encoder: Final = msgspec.msgpack.Encoder()
+_any_decoder: Final = msgspec.msgpack.Decoder()
+
+
+def encode_value(value: Any) -> bytes:
+    """MessagePack-encode a payload value. Raises ``TypeError`` or ``msgspec.EncodeError``."""
+    return _encoder.encode(value)
+
+
+def decode_value(data: bytes | msgspec.Raw) -> Any:
+    """Decode a MessagePack payload into plain Python values (dict, list, str, ...)."""
+    try:
+        return _any_decoder.decode(data)
+    except msgspec.DecodeError as exc:
+        raise ProtocolError(f"payload is not valid MessagePack: {exc}") from None
+
+
+def encode_request(
+    request_id: int,
+    service: str,
+    method: str,
+    headers: Headers,
+    args: Any,
+) -> bytes:
+    """Encode a REQUEST. ``args`` is a mapping (or struct) of argument name to value.
+
+    Raises ``TypeError``/``msgspec.EncodeError`` when an argument cannot be encoded;
+    that is the caller's mistake, found before anything is sent.
+    """
+    return _REQUEST_PREFIX + _encoder.encode((request_id, service, method, headers, args))
+
+
+def encode_reply(request_id: int, result: Any) -> bytes:
+    """Encode a REPLY. Raises ``TypeError``/``msgspec.EncodeError`` for unencodable results."""
+    return _REPLY_PREFIX + _encoder.encode((request_id, result))
+
+
+def encode_error(
+    request_id: int, code: str, message: str, details: dict[str, str] | None = None
+) -> bytes:
+    return _PREFIX[Kind.ERROR] + _encoder.encode((request_id, code, message, details or {}))
+
+
+def encode_cancel(request_id: int) -> bytes:
+    return _PREFIX[Kind.CANCEL] + _encoder.encode((request_id,))
+
+
+def encode_ping(nonce: int) -> bytes:
+    return _PREFIX[Kind.PING] + _encoder.encode((nonce,))
+
+
+def encode_pong(nonce: int) -> bytes:
+    return _PREFIX[Kind.PONG] + _encoder.encode((nonce,))
+
+
+def decode(frame: bytes | memoryview) -> Message:
+    """Decode one message frame. Any malformed input raises ``ProtocolError`` and nothing else."""
+    data = bytes(frame) if isinstance(frame, memoryview) else frame
+    if len(data) < _HEADER_LEN:
+        raise ProtocolError(f"message too short ({len(data)} bytes)")
+    if data[:2] != SIGNATURE:
+        raise ProtocolError(f"bad signature {data[:2]!r}, expected {SIGNATURE!r}")
+    if data[2] != VERSION:
+        raise ProtocolError(f"unsupported protocol version {data[2]} (this peer speaks {VERSION})")
+    decoder = _DECODERS.get(data[3])
+    if decoder is None:
+        raise ProtocolError(f"unknown message kind {data[3]}")
+    body = memoryview(data)[_HEADER_LEN:]
+    try:
+        return decoder.decode(body)  # type: ignore[no-any-return]
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise ProtocolError(
+            f"bad {Kind(data[3]).name} body: {exc}", request_id=_recover_id(body)
+        ) from None
+
+
+def _recover_id(body: memoryview) -> int:
+    """Best effort: the request id of a body that failed to decode, so it can be answered."""
+    try:
+        fields = _FIELDS.decode(body)
+        request_id = _INT.decode(fields[0]) if fields else 0
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return 0
+    return request_id if 1 <= request_id <= _MAX_ID else 0
