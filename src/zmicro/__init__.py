@@ -20,29 +20,64 @@ from __future__ import annotations
 
 from ._client import (
     BlockingClient as BlockingClient,
+)
+from ._client import (
     Client as Client,
+)
+from ._client import (
     connect as connect,
+)
+from ._client import (
     open_client as open_client,
 )
 from ._context import remaining as remaining_time
 from ._errors import (
     CallError as CallError,
+)
+from ._errors import (
     ClientClosedError as ClientClosedError,
+)
+from ._errors import (
     ConfigurationError as ConfigurationError,
+)
+from ._errors import (
     DeadlineExceededError as DeadlineExceededError,
+)
+from ._errors import (
     InvalidArgumentError as InvalidArgumentError,
+)
+from ._errors import (
     NoSuchMethodError as NoSuchMethodError,
+)
+from ._errors import (
     NoSuchServiceError as NoSuchServiceError,
+)
+from ._errors import (
     OverloadedError as OverloadedError,
+)
+from ._errors import (
     PeerLostError as PeerLostError,
+)
+from ._errors import (
     ProtocolError as ProtocolError,
+)
+from ._errors import (
     RemoteError as RemoteError,
+)
+from ._errors import (
     RemoteProtocolError as RemoteProtocolError,
+)
+from ._errors import (
     UnavailableError as UnavailableError,
+)
+from ._errors import (
     ZmicroError as ZmicroError,
 )
-from ._server import Server as Server, open_server as open_server, run as run
-from ._service import Service as Service, rpc as rpc
+from ._server import Server as Server
+from ._server import open_server as open_server
+from ._server import run as run
+from ._service import Service as Service
+from ._service import rpc as rpc
 from ._version import __version__ as __version__
 from .transport import SocketOptions as SocketOptions
 

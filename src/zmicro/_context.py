@@ -24,9 +24,7 @@ class CallContext:
     method: str
 
 
-_current: contextvars.ContextVar[CallContext | None] = contextvars.ContextVar(
-    "zmicro_call", default=None
-)
+_current: contextvars.ContextVar[CallContext | None] = contextvars.ContextVar("zmicro_call", default=None)
 current = _current.get
 set_current = _current.set
 reset_current = _current.reset

@@ -157,14 +157,18 @@ class Server:
         hosted = self._hosted.get(req.service)
         if hosted is None:
             rpc.send_error(
-                peer, req.id, "no_such_service",
+                peer,
+                req.id,
+                "no_such_service",
                 f"no service {req.service!r} at this endpoint (it serves: {', '.join(sorted(self._hosted))})",
             )
             return
         method = hosted.spec.methods.get(req.method)
         if method is None:
             rpc.send_error(
-                peer, req.id, "no_such_method",
+                peer,
+                req.id,
+                "no_such_method",
                 f"service {req.service!r} has no method {req.method!r} "
                 f"(it has: {', '.join(sorted(hosted.spec.methods))})",
             )
@@ -186,8 +190,13 @@ class Server:
             rpc.send_error(peer, req.id, exc.code, exc.message, exc.details)
             return
         job = _Job(
-            peer, req.id, hosted, method, args,
-            time.monotonic() + budget_ms / 1000.0, req.headers.traceparent,
+            peer,
+            req.id,
+            hosted,
+            method,
+            args,
+            time.monotonic() + budget_ms / 1000.0,
+            req.headers.traceparent,
         )
         verdict = hosted.admission.offer(job)
         if verdict is p.Verdict.START:
@@ -196,8 +205,11 @@ class Server:
             rpc.counters["overloaded"] += 1
             adm = hosted.admission
             rpc.send_error(
-                peer, req.id, "overloaded",
-                f"{req.service} is at capacity ({adm.max_active} running, {adm.max_queued} queued); retry later",
+                peer,
+                req.id,
+                "overloaded",
+                f"{req.service} is at capacity ({adm.max_active} running, "
+                f"{adm.max_queued} queued); retry later",
             )
 
     def on_cancel(self, peer: bytes, request_id: int) -> None:
@@ -282,16 +294,17 @@ class Server:
                 tb = "".join(traceback.format_exception(exc))[-_MAX_TRACEBACK:]
                 log.debug("%s raised %r", what, exc)
                 rpc.send_error(
-                    job.peer, job.request_id, "remote_error", str(exc),
+                    job.peer,
+                    job.request_id,
+                    "remote_error",
+                    str(exc),
                     {"type": type(exc).__qualname__, "traceback": tb},
                 )
         thread = running.thread_future[0] if running.thread_future else None
         if thread is not None and not thread.done():
             # A cancelled plain-def handler keeps its thread until it returns; its slot
             # stays taken until then, so stuck threads cannot pile up without bound.
-            thread.add_done_callback(
-                lambda _f: self._loop.call_soon_threadsafe(self._release, job.hosted)
-            )
+            thread.add_done_callback(lambda _f: self._loop.call_soon_threadsafe(self._release, job.hosted))
         else:
             self._release(job.hosted)
 
@@ -313,7 +326,9 @@ class Server:
             rpc.send_reply(peer, req.id, "pong", "_zmicro.ping")
         else:
             rpc.send_error(
-                peer, req.id, "no_such_method",
+                peer,
+                req.id,
+                "no_such_method",
                 f"built-in service {BUILTIN!r} has describe, stats and ping; not {req.method!r}",
             )
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ._rpc_client import RpcConnection as RpcConnection
-from ._rpc_server import Dispatcher as Dispatcher, RpcServer as RpcServer
+from ._rpc_server import Dispatcher as Dispatcher
+from ._rpc_server import RpcServer as RpcServer
 
 __all__ = ("Dispatcher", "RpcConnection", "RpcServer")

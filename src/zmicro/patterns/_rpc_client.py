@@ -109,7 +109,8 @@ class RpcConnection:
                 self._table.discard(request_id)
                 self.counters["rejected_unsent_full"] += 1
                 raise OverloadedError(
-                    f"{service}.{method}: {self._max_unsent} requests already wait to be sent to {self.endpoint}"
+                    f"{service}.{method}: {self._max_unsent} requests already wait "
+                    f"to be sent to {self.endpoint}"
                 )
             self._unsent[request_id] = body
             self._driver.want_writable = True
@@ -118,11 +119,10 @@ class RpcConnection:
         try:
             raw = await waiter
         except asyncio.CancelledError:
-            if not waiter.done() or waiter.cancelled():
-                # The caller gave up (its own timeout or cancellation): tell the server.
-                if self._table.discard(request_id) is not None:
-                    self.counters["abandoned"] += 1
-                    self._cancel_remote(request_id)
+            # The caller gave up (its own timeout or cancellation): tell the server.
+            if (not waiter.done() or waiter.cancelled()) and self._table.discard(request_id) is not None:
+                self.counters["abandoned"] += 1
+                self._cancel_remote(request_id)
             raise
         return p.decode_value(raw)
 

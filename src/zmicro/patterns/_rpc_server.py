@@ -37,9 +37,7 @@ class Dispatcher(Protocol):
 class RpcServer:
     """Owns the ROUTER socket. ``counters`` holds every drop and every kind of bad input."""
 
-    def __init__(
-        self, dispatcher: Dispatcher, options: SocketOptions, *, max_message_bytes: int
-    ) -> None:
+    def __init__(self, dispatcher: Dispatcher, options: SocketOptions, *, max_message_bytes: int) -> None:
         self._dispatcher = dispatcher
         self._options = options
         # zmicro's own limit sits below the socket's MAXMSGSIZE so that an oversized
@@ -73,9 +71,7 @@ class RpcServer:
         self.counters["messages_in"] += 1
         if len(frames) != 2:
             # Frame 0 is always the routing id that libzmq added; anything else is bad.
-            self._bad_input(
-                "malformed", frames[0], f"expected 1 message frame, got {len(frames) - 1}"
-            )
+            self._bad_input("malformed", frames[0], f"expected 1 message frame, got {len(frames) - 1}")
             return
         peer, body = frames
         if len(body) > self.max_message_bytes:

@@ -5,29 +5,70 @@ Nothing in this package touches a socket or an event loop; time is passed in as 
 
 from __future__ import annotations
 
-from ._admission import Admission as Admission, Verdict as Verdict
+from ._admission import Admission as Admission
+from ._admission import Verdict as Verdict
 from ._calltable import CallTable as CallTable
 from ._codec import (
     MAX_NAME_LENGTH as MAX_NAME_LENGTH,
+)
+from ._codec import (
     SIGNATURE as SIGNATURE,
+)
+from ._codec import (
     VERSION as VERSION,
+)
+from ._codec import (
     Cancel as Cancel,
+)
+from ._codec import (
     ErrorReply as ErrorReply,
+)
+from ._codec import (
     Headers as Headers,
+)
+from ._codec import (
     Kind as Kind,
+)
+from ._codec import (
     Message as Message,
+)
+from ._codec import (
     Ping as Ping,
+)
+from ._codec import (
     Pong as Pong,
+)
+from ._codec import (
     Reply as Reply,
+)
+from ._codec import (
     Request as Request,
+)
+from ._codec import (
     decode as decode,
+)
+from ._codec import (
     decode_value as decode_value,
+)
+from ._codec import (
     encode_cancel as encode_cancel,
+)
+from ._codec import (
     encode_error as encode_error,
+)
+from ._codec import (
     encode_ping as encode_ping,
+)
+from ._codec import (
     encode_pong as encode_pong,
+)
+from ._codec import (
     encode_reply as encode_reply,
+)
+from ._codec import (
     encode_request as encode_request,
+)
+from ._codec import (
     encode_value as encode_value,
 )
 

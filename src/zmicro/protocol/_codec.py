@@ -168,9 +168,7 @@ def encode_reply(request_id: int, result: Any) -> bytes:
     return _REPLY_PREFIX + _encoder.encode((request_id, result))
 
 
-def encode_error(
-    request_id: int, code: str, message: str, details: dict[str, str] | None = None
-) -> bytes:
+def encode_error(request_id: int, code: str, message: str, details: dict[str, str] | None = None) -> bytes:
     return _PREFIX[Kind.ERROR] + _encoder.encode((request_id, code, message, details or {}))
 
 
@@ -202,9 +200,7 @@ def decode(frame: bytes | memoryview) -> Message:
     try:
         return decoder.decode(body)  # type: ignore[no-any-return]
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-        raise ProtocolError(
-            f"bad {Kind(data[3]).name} body: {exc}", request_id=_recover_id(body)
-        ) from None
+        raise ProtocolError(f"bad {Kind(data[3]).name} body: {exc}", request_id=_recover_id(body)) from None
 
 
 def _recover_id(body: memoryview) -> int:

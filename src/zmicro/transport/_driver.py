@@ -93,9 +93,12 @@ class SocketDriver:
             else:
                 # Yield to the loop so one busy socket cannot starve everything else.
                 self.kick()
-            if self.want_writable and self._on_writable is not None:
-                if sock.getsockopt(zmq.EVENTS) & zmq.POLLOUT:  # type: ignore[operator]
-                    self._on_writable()
+            if (
+                self.want_writable
+                and self._on_writable is not None
+                and int(sock.getsockopt(zmq.EVENTS)) & zmq.POLLOUT
+            ):
+                self._on_writable()
         except zmq.ZMQError as exc:
             if exc.errno == zmq.ENOTSOCK or self.closed:
                 return

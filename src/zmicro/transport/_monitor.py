@@ -7,6 +7,7 @@ instead of leaving them to their deadline; a ROUTER counts handshakes that faile
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable
 
@@ -43,13 +44,13 @@ class ConnectionMonitor:
 
     def _on_message(self, frames: list[bytes]) -> None:
         try:
-            event = parse_monitor_message(frames)  # type: ignore[arg-type]
+            event = parse_monitor_message(frames)
         except Exception:  # a malformed event must not stop the reader
             log.exception("unreadable monitor event")
             return
         code = event["event"]
-        endpoint = event["endpoint"]
-        endpoint = endpoint.decode() if isinstance(endpoint, bytes) else str(endpoint)
+        raw: object = event["endpoint"]
+        endpoint = raw.decode() if isinstance(raw, bytes) else str(raw)
         if code == zmq.EVENT_HANDSHAKE_SUCCEEDED:
             self._on_event("up", endpoint)
         elif code == zmq.EVENT_DISCONNECTED:
@@ -63,8 +64,6 @@ class ConnectionMonitor:
 
     def close(self) -> None:
         if not self._driver.closed:
-            try:
+            with contextlib.suppress(zmq.ZMQError):
                 self._sock.disable_monitor()
-            except zmq.ZMQError:
-                pass
             self._driver.close(linger_ms=0)
