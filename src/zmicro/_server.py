@@ -42,6 +42,13 @@ _PASS_THROUGH = frozenset({"invalid_argument", "deadline_exceeded", "overloaded"
 _MAX_TRACEBACK = 16 * 1024
 
 
+def _safe_str(exc: BaseException) -> str:
+    try:
+        return str(exc)
+    except Exception:  # an exception whose __str__ raises still gets reported
+        return f"<{type(exc).__qualname__} with an unprintable message>"
+
+
 @dataclass(slots=True)
 class _Hosted:
     instance: Service
@@ -266,10 +273,17 @@ class Server:
             running.task.cancel()
 
     def _on_done(self, key: tuple[bytes, int], task: asyncio.Task[Any]) -> None:
-        rpc = self._rpc
-        assert rpc is not None
         running = self._running.pop(key)
         running.timer.cancel()
+        try:
+            self._answer(running, task)
+        except Exception:  # answering must never leak the handler's slot
+            log.exception("could not answer %s", key)
+        self._release_after(running)
+
+    def _answer(self, running: _Running, task: asyncio.Task[Any]) -> None:
+        rpc = self._rpc
+        assert rpc is not None
         job = running.job
         what = f"{job.hosted.spec.name}.{job.method.name}"
         if task.cancelled():
@@ -282,31 +296,37 @@ class Server:
                 rpc.send_error(job.peer, job.request_id, "unavailable", f"{what} was stopped by shutdown")
             else:
                 rpc.counters["cancelled"] += 1  # the caller asked; it waits for nothing
+            return
+        exc = task.exception()
+        if exc is None:
+            rpc.send_reply(job.peer, job.request_id, task.result(), what)
+        elif isinstance(exc, CallError) and exc.code in _PASS_THROUGH:
+            rpc.send_error(job.peer, job.request_id, exc.code, exc.message, exc.details)
         else:
-            exc = task.exception()
-            if exc is None:
-                rpc.counters["replies"] += 1
-                rpc.send_reply(job.peer, job.request_id, task.result(), what)
-            elif isinstance(exc, CallError) and exc.code in _PASS_THROUGH:
-                rpc.send_error(job.peer, job.request_id, exc.code, exc.message, exc.details)
-            else:
-                rpc.counters["handler_errors"] += 1
-                tb = "".join(traceback.format_exception(exc))[-_MAX_TRACEBACK:]
-                log.debug("%s raised %r", what, exc)
-                rpc.send_error(
-                    job.peer,
-                    job.request_id,
-                    "remote_error",
-                    str(exc),
-                    {"type": type(exc).__qualname__, "traceback": tb},
-                )
+            rpc.counters["handler_errors"] += 1
+            tb = "".join(traceback.format_exception(exc))[-_MAX_TRACEBACK:]
+            log.debug("%s raised %r", what, exc)
+            rpc.send_error(
+                job.peer,
+                job.request_id,
+                "remote_error",
+                _safe_str(exc),
+                {"type": type(exc).__qualname__, "traceback": tb},
+            )
+
+    def _release_after(self, running: _Running) -> None:
+        job = running.job
         thread = running.thread_future[0] if running.thread_future else None
         if thread is not None and not thread.done():
             # A cancelled plain-def handler keeps its thread until it returns; its slot
             # stays taken until then, so stuck threads cannot pile up without bound.
-            thread.add_done_callback(lambda _f: self._loop.call_soon_threadsafe(self._release, job.hosted))
+            thread.add_done_callback(lambda _f: self._release_threadsafe(job.hosted))
         else:
             self._release(job.hosted)
+
+    def _release_threadsafe(self, hosted: _Hosted) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop may be gone after shutdown
+            self._loop.call_soon_threadsafe(self._release, hosted)
 
     def _release(self, hosted: _Hosted) -> None:
         nxt = hosted.admission.finish()

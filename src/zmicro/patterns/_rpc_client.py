@@ -24,6 +24,7 @@ from .._errors import (
     OverloadedError,
     PeerLostError,
     ProtocolError,
+    RemoteProtocolError,
     error_from_wire,
 )
 from .._ratelog import RateLimitedLog
@@ -198,7 +199,7 @@ class RpcConnection:
             self.counters["malformed"] += 1
             self._ratelog.warning("malformed", f"{self.endpoint}: undecodable reply: {exc}")
             if exc.request_id:
-                self._resolve(exc.request_id, exc)
+                self._resolve(exc.request_id, RemoteProtocolError(f"{self.endpoint} sent a bad reply: {exc}"))
             return
         if type(msg) is p.Reply:
             self._resolve(msg.id, None, msg.result)

@@ -29,6 +29,10 @@ __all__ = ("Dispatcher", "RpcServer")
 log = logging.getLogger("zmicro.server")
 
 
+def _printable(text: object) -> str:
+    return str(text).encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 class Dispatcher(Protocol):
     def on_request(self, peer: bytes, request: p.Request) -> None: ...
     def on_cancel(self, peer: bytes, request_id: int) -> None: ...
@@ -126,6 +130,7 @@ class RpcServer:
                 f"the result of {what} could not be encoded: {exc}",
                 {"type": "EncodeError"},
             )
+        self.counters["replies"] += 1
         return self._send(peer, body)
 
     def send_error(
@@ -137,7 +142,15 @@ class RpcServer:
         details: dict[str, str] | None = None,
     ) -> bool:
         self.counters[f"errors_out.{code}"] += 1
-        return self._send(peer, p.encode_error(request_id, code, message, details))
+        try:
+            body = p.encode_error(request_id, code, message, details)
+        except Exception:
+            # Text that is not valid UTF-8 (a lone surrogate from a file name, say) must
+            # still reach the caller: escape it rather than lose the reply.
+            body = p.encode_error(
+                request_id, code, _printable(message), {k: _printable(v) for k, v in (details or {}).items()}
+            )
+        return self._send(peer, body)
 
     def close(self, linger_ms: int) -> None:
         self._monitor.close()

@@ -40,6 +40,8 @@ class SocketOptions:
     heartbeat_ivl_ms: int = 1_000
     heartbeat_timeout_ms: int = 3_000
     """A peer silent this long at the ZMTP level (dead, frozen, partitioned) is disconnected."""
+    handshake_ivl_ms: int = 5_000
+    """A peer that has not completed the ZMTP handshake by then (an HTTP client, say) is dropped."""
     reconnect_ivl_ms: int = 100
     reconnect_ivl_max_ms: int = 2_000
 
@@ -85,6 +87,7 @@ def _apply(sock: zmq.Socket[bytes], options: SocketOptions) -> None:
     sock.setsockopt(zmq.HEARTBEAT_IVL, options.heartbeat_ivl_ms)
     sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, options.heartbeat_timeout_ms)
     sock.setsockopt(zmq.HEARTBEAT_TTL, options.heartbeat_timeout_ms)
+    sock.setsockopt(zmq.HANDSHAKE_IVL, options.handshake_ivl_ms)
     sock.setsockopt(zmq.RECONNECT_IVL, options.reconnect_ivl_ms)
     sock.setsockopt(zmq.RECONNECT_IVL_MAX, options.reconnect_ivl_max_ms)
 
