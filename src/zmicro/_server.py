@@ -17,10 +17,10 @@ import logging
 import signal
 import time
 import traceback
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from concurrent.futures import Future as ThreadFuture
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from . import protocol as p
 from ._context import CallContext, set_current
@@ -31,7 +31,7 @@ from ._version import __version__
 from .patterns import RpcServer
 from .transport import SocketOptions, libzmq_version
 
-__all__ = ("Server", "open_server", "run")
+__all__ = ("COMPONENT_FACTORIES", "Component", "Server", "open_server", "run")
 
 log = logging.getLogger("zmicro.server")
 
@@ -47,6 +47,24 @@ def _safe_str(exc: BaseException) -> str:
         return str(exc)
     except Exception:  # an exception whose __str__ raises still gets reported
         return f"<{type(exc).__qualname__} with an unprintable message>"
+
+
+class Component(Protocol):
+    """Something a server runs beside its RPC handlers (an event publisher, a task worker).
+
+    Factories in ``COMPONENT_FACTORIES`` are called with the server once it has bound its
+    socket; they return a component when the server's services need one, else ``None``.
+    Components start after the RPC socket and stop before it closes.
+    """
+
+    name: str
+
+    async def start(self) -> None: ...
+    async def stop(self, grace: float) -> None: ...
+    def statistics(self) -> dict[str, Any]: ...
+
+
+COMPONENT_FACTORIES: list[Callable[[Server], Component | None]] = []
 
 
 @dataclass(slots=True)
@@ -122,6 +140,7 @@ class Server:
         self._stopping = False
         self.endpoints: list[str] = []
         self._started_at = 0.0
+        self.components: list[Component] = []
 
     @property
     def endpoint(self) -> str:
@@ -131,6 +150,16 @@ class Server:
     @property
     def services(self) -> dict[str, Service]:
         return {name: h.instance for name, h in self._hosted.items()}
+
+    def hosted(self) -> list[tuple[Service, ServiceSpec]]:
+        """Each service instance with its description (for components)."""
+        return [(h.instance, h.spec) for h in self._hosted.values()]
+
+    @property
+    def rpc(self) -> RpcServer:
+        """The RPC socket driver; components (events, tasks) share its socket."""
+        assert self._rpc is not None, "start() first"
+        return self._rpc
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -144,6 +173,11 @@ class Server:
             self._rpc.close(0)
             raise
         self._rpc.start()
+        for factory in COMPONENT_FACTORIES:
+            component = factory(self)
+            if component is not None:
+                await component.start()
+                self.components.append(component)
         self._accepting = True
         self._started_at = time.monotonic()
         log.info("serving %s on %s", ", ".join(self._hosted), ", ".join(self.endpoints))
@@ -383,6 +417,7 @@ class Server:
                 for name, h in self._hosted.items()
             },
             "counters": counters,
+            "components": {c.name: c.statistics() for c in self.components},
         }
 
     # -- shutdown --------------------------------------------------------------
@@ -411,6 +446,11 @@ class Server:
                 running.task.cancel()
             if leftover:
                 await asyncio.wait([r.task for r in leftover], timeout=1.0)
+        for component in reversed(self.components):
+            try:
+                await asyncio.wait_for(component.stop(grace), timeout=max(1.0, grace) + 1.0)
+            except Exception:
+                log.exception("component %r failed to stop", component)
         for hosted in self._hosted.values():
             try:
                 await asyncio.wait_for(hosted.instance.on_stop(), timeout=max(1.0, grace))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from .. import protocol as p
@@ -53,6 +54,8 @@ class RpcServer:
         self._ratelog = RateLimitedLog(log)
         self.counters: Counter[str] = Counter()
         self.endpoints: list[str] = []
+        # Other patterns sharing this socket (events, ...) handle their message kinds here.
+        self.handlers: dict[type, Callable[[bytes, Any], None]] = {}
 
     def bind(self, endpoint: str) -> str:
         concrete = bind(self._socket, endpoint)
@@ -96,7 +99,11 @@ class RpcServer:
         elif type(msg) is p.Ping:
             self._send(peer, p.encode_pong(msg.nonce))
         else:
-            self._bad_input("unexpected", peer, f"a server does not accept {type(msg).__name__}")
+            handler = self.handlers.get(type(msg))
+            if handler is not None:
+                handler(peer, msg)
+            else:
+                self._bad_input("unexpected", peer, f"a server does not accept {type(msg).__name__}")
 
     def _on_connection_event(self, kind: str, endpoint: str) -> None:
         if kind == "handshake_failed":
@@ -107,6 +114,10 @@ class RpcServer:
             self.counters["disconnections"] += 1
 
     # -- output --------------------------------------------------------------
+
+    def send_frame(self, peer: bytes, body: bytes) -> SendResult:
+        """Send one message to ``peer`` as is; for patterns that share this socket."""
+        return self._driver.send([peer, body])
 
     def _send(self, peer: bytes, body: bytes) -> bool:
         result = self._driver.send([peer, body])
