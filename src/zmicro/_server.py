@@ -17,6 +17,7 @@ import logging
 import signal
 import time
 import traceback
+import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from concurrent.futures import Future as ThreadFuture
 from dataclasses import dataclass, field
@@ -28,6 +29,7 @@ from ._errors import CallError, ConfigurationError, InvalidArgumentError
 from ._service import MethodSpec, Service, ServiceSpec, describe_service
 from ._threads import DaemonThreadPool
 from ._version import __version__
+from .discovery import Instance, Registry
 from .patterns import RpcServer
 from .transport import SocketOptions, libzmq_version
 
@@ -62,6 +64,9 @@ class Component(Protocol):
     async def start(self) -> None: ...
     async def stop(self, grace: float) -> None: ...
     def statistics(self) -> dict[str, Any]: ...
+    def meta(self) -> dict[str, str]:
+        """Facts to publish in the registry with this server's instances."""
+        ...
 
 
 COMPONENT_FACTORIES: list[Callable[[Server], Component | None]] = []
@@ -112,6 +117,7 @@ class Server:
         max_message_bytes: int = 1024 * 1024,
         socket_options: SocketOptions | None = None,
         thread_pool_size: int | None = None,
+        registry: Registry | None = None,
     ) -> None:
         self._hosted: dict[str, _Hosted] = {}
         for svc in services:
@@ -141,6 +147,9 @@ class Server:
         self.endpoints: list[str] = []
         self._started_at = 0.0
         self.components: list[Component] = []
+        self.registry = registry
+        self.instance_id = uuid.uuid4().hex[:12]
+        self._registered: list[Instance] = []
 
     @property
     def endpoint(self) -> str:
@@ -180,6 +189,14 @@ class Server:
                 self.components.append(component)
         self._accepting = True
         self._started_at = time.monotonic()
+        if self.registry is not None:
+            meta: dict[str, str] = {}
+            for component in self.components:
+                meta.update(component.meta())
+            for name in self._hosted:
+                instance = Instance(name, f"{name}-{self.instance_id}", self.endpoint, meta)
+                await self.registry.register(instance)
+                self._registered.append(instance)
         log.info("serving %s on %s", ", ".join(self._hosted), ", ".join(self.endpoints))
 
     async def wait_stopped(self) -> None:
@@ -430,6 +447,14 @@ class Server:
             return
         self._stopping = True
         grace = self.grace if grace is None else grace
+        # Leave the registry first, so that callers stop choosing this instance.
+        if self.registry is not None:
+            for instance in self._registered:
+                try:
+                    await asyncio.wait_for(self.registry.deregister(instance), timeout=2.0)
+                except Exception:
+                    log.warning("could not deregister %s", instance.instance_id, exc_info=True)
+            self._registered.clear()
         self._accepting = False
         rpc = self._rpc
         if rpc is not None:
