@@ -59,9 +59,22 @@ async def test_handler_past_grace_is_cancelled_and_its_caller_told(zmicro_client
 
 def test_sigterm_stops_zmicro_run_cleanly() -> None:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "zmicro", "run", "services.py:Slow", "services.py:Probe",
-         "--bind", "tcp://127.0.0.1:0", "--grace", "2"],
-        stdout=subprocess.PIPE, text=True, cwd=HERE, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        [
+            sys.executable,
+            "-m",
+            "zmicro",
+            "run",
+            "services.py:Slow",
+            "services.py:Probe",
+            "--bind",
+            "tcp://127.0.0.1:0",
+            "--grace",
+            "2",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=HERE,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     try:
         assert proc.stdout is not None
@@ -83,9 +96,21 @@ def test_sigterm_stops_zmicro_run_cleanly() -> None:
 
 def test_sigterm_with_a_stuck_plain_def_handler_still_exits() -> None:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "zmicro", "run", "services.py:Probe", "--bind", "tcp://127.0.0.1:0",
-         "--grace", "0.5"],
-        stdout=subprocess.PIPE, text=True, cwd=HERE, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        [
+            sys.executable,
+            "-m",
+            "zmicro",
+            "run",
+            "services.py:Probe",
+            "--bind",
+            "tcp://127.0.0.1:0",
+            "--grace",
+            "0.5",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=HERE,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     try:
         assert proc.stdout is not None

@@ -301,6 +301,13 @@ class Server:
                 return
             job = nxt
         key = (job.peer, job.request_id)
+        if key in self._running:
+            # The peer reused an id that is still running (two copies were queued).
+            self._rpc.send_error(
+                job.peer, job.request_id, "protocol_error", f"request id {job.request_id} is in use"
+            )
+            self._release(job.hosted)
+            return
         holder: list[ThreadFuture[Any]] = []
         task = self._loop.create_task(self._invoke(job, holder))
         timer = self._loop.call_at(self._loop.time() + remaining, self._on_deadline, key)
@@ -324,7 +331,10 @@ class Server:
             running.task.cancel()
 
     def _on_done(self, key: tuple[bytes, int], task: asyncio.Task[Any]) -> None:
-        running = self._running.pop(key)
+        running = self._running.get(key)
+        if running is None or running.task is not task:
+            return
+        del self._running[key]
         running.timer.cancel()
         try:
             self._answer(running, task)

@@ -102,6 +102,8 @@ class MethodSpec:
             raise _invalid_argument(self.name, str(exc)) from None
         except msgspec.DecodeError as exc:
             raise InvalidArgumentError(f"arguments are not valid MessagePack: {exc}") from None
+        except RecursionError:
+            raise InvalidArgumentError("arguments are nested too deeply") from None
         return {p: getattr(args, p) for p in self.params}
 
     def describe(self) -> dict[str, Any]:

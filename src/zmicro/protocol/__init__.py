@@ -71,6 +71,9 @@ from ._codec import (
 from ._codec import (
     encode_value as encode_value,
 )
+from ._retry import RetryBudget as RetryBudget
+from ._retry import RetryPolicy as RetryPolicy
+from ._retry import backoff_delay as backoff_delay
 
 __all__ = (
     "MAX_NAME_LENGTH",
@@ -88,6 +91,9 @@ __all__ = (
     "Pong",
     "Reply",
     "Request",
+    "RetryBudget",
+    "RetryPolicy",
+    "backoff_delay",
     "decode",
     "decode_value",
     "encode_cancel",

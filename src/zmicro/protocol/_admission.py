@@ -64,9 +64,9 @@ class Admission(Generic[T]):
 
     def remove(self, match: Callable[[T], bool]) -> T | None:
         """Take the first queued item that ``match`` accepts (a cancelled request)."""
-        for item in self._queue:
+        for index, item in enumerate(self._queue):
             if match(item):
-                self._queue.remove(item)
+                del self._queue[index]  # by position: remove() would take the first *equal* item
                 return item
         return None
 

@@ -146,6 +146,8 @@ def decode_value(data: bytes | msgspec.Raw) -> Any:
         return _any_decoder.decode(data)
     except msgspec.DecodeError as exc:
         raise ProtocolError(f"payload is not valid MessagePack: {exc}") from None
+    except RecursionError:
+        raise ProtocolError("payload is nested too deeply") from None
 
 
 def encode_request(
@@ -201,6 +203,9 @@ def decode(frame: bytes | memoryview) -> Message:
         return decoder.decode(body)  # type: ignore[no-any-return]
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         raise ProtocolError(f"bad {Kind(data[3]).name} body: {exc}", request_id=_recover_id(body)) from None
+    except RecursionError:
+        # msgspec recurses per nesting level; ~1 KB of nested arrays exhausts the stack.
+        raise ProtocolError(f"bad {Kind(data[3]).name} body: nested too deeply") from None
 
 
 def _recover_id(body: memoryview) -> int:
@@ -208,6 +213,6 @@ def _recover_id(body: memoryview) -> int:
     try:
         fields = _FIELDS.decode(body)
         request_id = _INT.decode(fields[0]) if fields else 0
-    except (msgspec.DecodeError, msgspec.ValidationError):
+    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
         return 0
     return request_id if 1 <= request_id <= _MAX_ID else 0
