@@ -95,7 +95,8 @@ async def test_twenty_thousand_timeouts_leave_nothing_behind() -> None:
             tracemalloc.stop()
         stats = conn.statistics()
         assert stats["pending"] == 0
-        assert stats["expired"] == 20_000
+        # Each call expired, either waiting for its reply or (under this load) before it was sent.
+        assert stats["expired"] + stats.get("expired_before_send", 0) == 20_000
         assert len(conn._table._heap) == 0
         assert after - before < 512 * 1024, f"memory grew by {after - before} bytes"
 

@@ -12,13 +12,24 @@ import asyncio
 import contextlib
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections import Counter
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from concurrent.futures import Future as ThreadFuture
 from typing import Any, TypeVar
 
 from . import _context
-from ._errors import ClientClosedError, ConfigurationError, NoSuchServiceError
+from ._errors import (
+    CallError,
+    ClientClosedError,
+    ConfigurationError,
+    OverloadedError,
+    PeerLostError,
+    UnavailableError,
+)
+from ._routing import Router
+from .discovery import Registry, default_registry
 from .patterns import RpcConnection
+from .protocol import RetryBudget, RetryPolicy, backoff_delay
 from .transport import SocketOptions
 
 __all__ = ("BlockingClient", "Client", "connect", "open_client")
@@ -30,6 +41,10 @@ T = TypeVar("T")
 class Client:
     """An asyncio client. Use ``open_client``; the proxy form reads ``client.<service>.<method>``.
 
+    Services are found by name: through ``registry`` (by default the one named by
+    ``ZMICRO_REGISTRY``, else the embedded registry on this machine), or through fixed
+    ``endpoints`` (one endpoint for every service, or a mapping of service to endpoints).
+
     Example::
 
         async with zmicro.open_client("tcp://127.0.0.1:5555") as client:
@@ -39,37 +54,28 @@ class Client:
 
     def __init__(
         self,
-        endpoints: str | Mapping[str, str],
+        endpoints: str | Mapping[str, str | Sequence[str]] | None = None,
         *,
+        registry: Registry | None = None,
         timeout: float = DEFAULT_TIMEOUT,
+        retry: RetryPolicy | None = None,
         socket_options: SocketOptions | None = None,
         max_pending: int = 10_000,
     ) -> None:
         if timeout <= 0:
             raise ConfigurationError("timeout must be positive (every call has a deadline)")
-        self._default_endpoint = endpoints if isinstance(endpoints, str) else None
-        self._by_service = {} if isinstance(endpoints, str) else dict(endpoints)
+        if endpoints is None and registry is None:
+            registry = default_registry()
         self.timeout = timeout
-        self._options = socket_options or SocketOptions()
-        self._max_pending = max_pending
-        self._connections: dict[str, RpcConnection] = {}
+        self.retry = retry or RetryPolicy()
+        self._router = Router(endpoints, registry, socket_options or SocketOptions(), max_pending)
+        self._budgets: dict[str, RetryBudget] = {}
+        self.counters: Counter[str] = Counter()
         self.closed = False
-
-    def _endpoint_for(self, service: str) -> str:
-        endpoint = self._by_service.get(service, self._default_endpoint)
-        if endpoint is None:
-            raise NoSuchServiceError(f"no endpoint known for service {service!r}")
-        return endpoint
 
     def connection(self, endpoint: str) -> RpcConnection:
         """The persistent connection to ``endpoint`` (created on first use)."""
-        if self.closed:
-            raise ClientClosedError("the client is closed")
-        conn = self._connections.get(endpoint)
-        if conn is None:
-            conn = RpcConnection(endpoint, self._options, max_pending=self._max_pending)
-            self._connections[endpoint] = conn
-        return conn
+        return self._router.connection(endpoint)
 
     async def call(
         self,
@@ -86,7 +92,15 @@ class Client:
 
         Options start with an underscore so that they never collide with a method's
         own argument names: ``_timeout`` (seconds) and ``_idempotency_key``.
+
+        A call that was never started (the instance was overloaded or draining) is
+        retried on another instance; one that may have started is retried only when
+        the method is declared idempotent or the call carries an idempotency key.
+        Retries back off with jitter, stay within the deadline and within a retry
+        budget per service.
         """
+        if self.closed:
+            raise ClientClosedError("the client is closed")
         if args is not None:
             kwargs = {**args, **kwargs}
         deadline = time.monotonic() + (self.timeout if _timeout is None else _timeout)
@@ -94,15 +108,66 @@ class Client:
         if ctx is not None:
             deadline = min(deadline, ctx.deadline)
         traceparent = _context.child_traceparent(ctx.traceparent if ctx else None)
-        conn = self.connection(self._endpoint_for(service))
-        return await conn.call(
-            service,
-            method,
-            kwargs,
-            deadline=deadline,
-            traceparent=traceparent,
-            idempotency_key=_idempotency_key,
-        )
+        budget = self._budgets.get(service)
+        if budget is None:
+            budget = self._budgets[service] = RetryBudget(self.retry)
+        tried: set[str] = set()
+        attempt = 1
+        while True:
+            conn = await self._router.pick(service, tried, deadline)
+            try:
+                result = await conn.call(
+                    service,
+                    method,
+                    kwargs,
+                    deadline=deadline,
+                    traceparent=traceparent,
+                    idempotency_key=_idempotency_key,
+                )
+            except (PeerLostError, UnavailableError, OverloadedError) as exc:
+                budget.on_failure()
+                if not self._may_retry(
+                    exc, service, method, _idempotency_key, attempt, budget, conn.endpoint, tried
+                ):
+                    raise
+                delay = backoff_delay(attempt, self.retry)
+                if time.monotonic() + delay >= deadline:
+                    raise
+                self.counters["retries"] += 1
+                tried.add(conn.endpoint)
+                await asyncio.sleep(delay)
+                attempt += 1
+                continue
+            budget.on_success()
+            return result
+
+    def _may_retry(
+        self,
+        exc: CallError,
+        service: str,
+        method: str,
+        key: str | None,
+        attempt: int,
+        budget: RetryBudget,
+        endpoint: str,
+        tried: set[str],
+    ) -> bool:
+        if attempt >= self.retry.max_attempts:
+            return False
+        if key is not None or self._router.is_idempotent(service, method):
+            pass  # safe to repeat anywhere, even on the instance that just failed
+        elif exc.details.get("started") == "false":
+            # Never ran, but that instance is busy or draining: only another one may help,
+            # and hammering the same one again would only add to its load.
+            others = set(self._router.endpoints_for(service)) - tried - {endpoint}
+            if not others:
+                return False
+        else:
+            return False
+        if not budget.allow_retry():
+            self.counters["retries_denied_by_budget"] += 1
+            return False
+        return True
 
     def __getattr__(self, service: str) -> ServiceProxy:
         if service.startswith("_"):
@@ -111,14 +176,12 @@ class Client:
 
     def statistics(self) -> dict[str, dict[str, int]]:
         """Counters per endpoint: pending, late replies, expired, peer lost, ..."""
-        return {ep: conn.statistics() for ep, conn in self._connections.items()}
+        return self._router.statistics()
 
     async def aclose(self) -> None:
         """Close every connection; calls still pending fail at once with ``ClientClosedError``."""
         self.closed = True
-        for conn in self._connections.values():
-            conn.close()
-        self._connections.clear()
+        self._router.close()
 
 
 class ServiceProxy:
@@ -152,7 +215,9 @@ class MethodProxy:
 
 
 @contextlib.asynccontextmanager
-async def open_client(endpoints: str | Mapping[str, str], **options: Any) -> AsyncIterator[Client]:
+async def open_client(
+    endpoints: str | Mapping[str, str | Sequence[str]] | None = None, **options: Any
+) -> AsyncIterator[Client]:
     """An async client for the duration of the block.
 
     ``endpoints`` is one endpoint for every service, or a mapping of service name to endpoint.
@@ -176,14 +241,18 @@ class BlockingClient:
             print(client.greeter.hello(who="world"))
     """
 
-    def __init__(self, endpoints: str | Mapping[str, str], **options: Any) -> None:
+    def __init__(
+        self, endpoints: str | Mapping[str, str | Sequence[str]] | None = None, **options: Any
+    ) -> None:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="zmicro-client", daemon=True)
         self._thread.start()
         self._client: Client = self._run(self._make(endpoints, options), None)
         self.closed = False
 
-    async def _make(self, endpoints: str | Mapping[str, str], options: dict[str, Any]) -> Client:
+    async def _make(
+        self, endpoints: str | Mapping[str, str | Sequence[str]] | None, options: dict[str, Any]
+    ) -> Client:
         return Client(endpoints, **options)
 
     def _run(self, coro: Any, timeout: float | None) -> Any:
@@ -264,7 +333,9 @@ class BlockingServiceProxy:
 
 
 @contextlib.contextmanager
-def connect(endpoints: str | Mapping[str, str], **options: Any) -> Iterator[BlockingClient]:
+def connect(
+    endpoints: str | Mapping[str, str | Sequence[str]] | None = None, **options: Any
+) -> Iterator[BlockingClient]:
     """A blocking client for the duration of the ``with`` block."""
     client = BlockingClient(endpoints, **options)
     try:

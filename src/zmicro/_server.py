@@ -42,6 +42,8 @@ BUILTIN = "_zmicro"
 # exception is a remote error (a nested call's "no such method" must not look like ours).
 _PASS_THROUGH = frozenset({"invalid_argument", "deadline_exceeded", "overloaded", "unavailable"})
 _MAX_TRACEBACK = 16 * 1024
+# Marks an error for a request whose handler never ran: any caller may safely retry it.
+_NOT_STARTED = {"started": "false"}
 
 
 def _safe_str(exc: BaseException) -> str:
@@ -193,8 +195,11 @@ class Server:
             meta: dict[str, str] = {}
             for component in self.components:
                 meta.update(component.meta())
-            for name in self._hosted:
-                instance = Instance(name, f"{name}-{self.instance_id}", self.endpoint, meta)
+            for name, hosted in self._hosted.items():
+                idempotent = ",".join(sorted(m.name for m in hosted.spec.methods.values() if m.idempotent))
+                instance = Instance(
+                    name, f"{name}-{self.instance_id}", self.endpoint, {**meta, "idempotent": idempotent}
+                )
                 await self.registry.register(instance)
                 self._registered.append(instance)
         log.info("serving %s on %s", ", ".join(self._hosted), ", ".join(self.endpoints))
@@ -232,7 +237,7 @@ class Server:
             )
             return
         if not self._accepting:
-            rpc.send_error(peer, req.id, "unavailable", f"{req.service} is shutting down")
+            rpc.send_error(peer, req.id, "unavailable", f"{req.service} is shutting down", _NOT_STARTED)
             return
         budget_ms = req.headers.deadline_ms
         if budget_ms <= 0:
@@ -268,6 +273,7 @@ class Server:
                 "overloaded",
                 f"{req.service} is at capacity ({adm.max_active} running, "
                 f"{adm.max_queued} queued); retry later",
+                _NOT_STARTED,
             )
 
     def on_cancel(self, peer: bytes, request_id: int) -> None:
@@ -362,7 +368,10 @@ class Server:
         if exc is None:
             rpc.send_reply(job.peer, job.request_id, task.result(), what)
         elif isinstance(exc, CallError) and exc.code in _PASS_THROUGH:
-            rpc.send_error(job.peer, job.request_id, exc.code, exc.message, exc.details)
+            # It ran: whatever a nested call said, this request must not look "not started".
+            rpc.send_error(
+                job.peer, job.request_id, exc.code, exc.message, {**exc.details, "started": "true"}
+            )
         else:
             rpc.counters["handler_errors"] += 1
             tb = "".join(traceback.format_exception(exc))[-_MAX_TRACEBACK:]
@@ -471,7 +480,9 @@ class Server:
             for hosted in self._hosted.values():
                 for job in hosted.admission.take_queued():
                     rpc.counters["rejected_shutdown"] += 1
-                    rpc.send_error(job.peer, job.request_id, "unavailable", "service is shutting down")
+                    rpc.send_error(
+                        job.peer, job.request_id, "unavailable", "service is shutting down", _NOT_STARTED
+                    )
             tasks = [r.task for r in self._running.values()]
             if tasks:
                 await asyncio.wait(tasks, timeout=grace)

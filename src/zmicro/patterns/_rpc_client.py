@@ -111,7 +111,8 @@ class RpcConnection:
                 self.counters["rejected_unsent_full"] += 1
                 raise OverloadedError(
                     f"{service}.{method}: {self._max_unsent} requests already wait "
-                    f"to be sent to {self.endpoint}"
+                    f"to be sent to {self.endpoint}",
+                    details={"started": "false"},
                 )
             self._unsent[request_id] = body
             self._driver.want_writable = True

@@ -53,7 +53,9 @@ class CallTable(Generic[T]):
     def add(self, waiter: T, deadline: float) -> int:
         """Register a call; returns its new id. Raises ``OverloadedError`` when full."""
         if len(self._calls) >= self.max_pending:
-            raise OverloadedError(f"too many calls in flight ({self.max_pending})")
+            raise OverloadedError(
+                f"too many calls in flight ({self.max_pending})", details={"started": "false"}
+            )
         request_id = next(self._ids)
         self._calls[request_id] = (deadline, waiter)
         heapq.heappush(self._heap, (deadline, request_id))
