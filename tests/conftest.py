@@ -1,12 +1,18 @@
 from __future__ import annotations
 
 import gc
+import os
 import socket
 from collections.abc import Iterator
 
 import pytest
 
 from zmicro.transport import get_context
+
+
+# Processes started by tests must not register with (or start) a registry on this
+# machine unless a test asks for one explicitly.
+os.environ["ZMICRO_REGISTRY"] = "none"
 
 
 @pytest.fixture(autouse=True)

@@ -16,8 +16,11 @@ from .._client import open_client
 from .._errors import CallError, ConfigurationError, ZmicroError
 from .._server import Server, _run
 from .._version import __version__
+from ..discovery import registry_from_url
+from ..discovery._embedded import DEFAULT_REGISTRY_ENDPOINT, EmbeddedRegistry
 from ..transport import libzmq_version, require_libzmq
 from ._args import parse_call_args, parse_target
+from ._discovery import ensure_embedded_registry, resolve_one, run_workers
 from ._loading import load_service
 
 __all__ = ("main",)
@@ -53,25 +56,49 @@ def cli(log_level: str) -> None:
     "--bind",
     "binds",
     multiple=True,
-    default=["tcp://127.0.0.1:5555"],
+    default=["tcp://127.0.0.1:0"],
     show_default=True,
-    help="Endpoint to serve on (repeatable); port 0 picks a free one.",
+    help="Endpoint to serve on (repeatable); port 0 picks a free one (callers find it by name).",
 )
 @click.option(
     "--grace", default=10.0, show_default=True, help="Seconds in-flight calls get to finish on shutdown."
 )
 @click.option("--max-message-bytes", default=1024 * 1024, show_default=True, help="Largest request accepted.")
+@click.option(
+    "--registry",
+    "registry_url",
+    envvar="ZMICRO_REGISTRY",
+    default=DEFAULT_REGISTRY_ENDPOINT,
+    show_default=True,
+    help="Where to register: tcp://... (embedded, started if none answers), dns:..., static:..., none.",
+)
+@click.option("--workers", default=1, show_default=True, help="Worker processes, each a separate instance.")
 @click.option("--uvloop", is_flag=True, help="Run on uvloop (faster event loop).")
 def run(
-    targets: tuple[str, ...], binds: tuple[str, ...], grace: float, max_message_bytes: int, uvloop: bool
+    targets: tuple[str, ...],
+    binds: tuple[str, ...],
+    grace: float,
+    max_message_bytes: int,
+    registry_url: str,
+    workers: int,
+    uvloop: bool,
 ) -> None:
     """Serve services: TARGET is FILE.py:Class or module:Class (several allowed).
 
-    Stops cleanly on Ctrl-C or SIGTERM: intake stops, running calls get GRACE seconds.
+    Each instance registers under its service names so callers find it by name. Stops
+    cleanly on Ctrl-C or SIGTERM: it leaves the registry, stops intake, gives running
+    calls GRACE seconds, then exits.
     """
+    if workers > 1:
+        sys.exit(run_workers(workers, sys.argv))
     try:
         classes = [load_service(t) for t in targets]
-        server = Server(classes, bind=list(binds), grace=grace, max_message_bytes=max_message_bytes)
+        registry = registry_from_url(registry_url)
+        if isinstance(registry, EmbeddedRegistry):
+            ensure_embedded_registry(registry.endpoint)
+        server = Server(
+            classes, bind=list(binds), grace=grace, max_message_bytes=max_message_bytes, registry=registry
+        )
     except ZmicroError as exc:
         raise click.UsageError(str(exc)) from None
     if uvloop:
@@ -89,7 +116,7 @@ def run(
         sys.exit(2)
 
 
-async def _call(endpoint: str, service: str, method: str, args: dict[str, Any], seconds: float) -> Any:
+async def _call(endpoint: str | None, service: str, method: str, args: dict[str, Any], seconds: float) -> Any:
     async with open_client(endpoint, timeout=seconds) as client:
         return await client.call(service, method, args)
 
@@ -103,12 +130,19 @@ def _fail(exc: CallError) -> None:
 
 
 @cli.command()
-@click.argument("endpoint")
-@click.argument("target")
-@click.argument("args", nargs=-1)
+@click.argument("parts", nargs=-1, required=True, metavar="[ENDPOINT] SERVICE.METHOD [ARGS]...")
 @click.option("--timeout", default=10.0, show_default=True, help="Deadline of the call in seconds.")
-def call(endpoint: str, target: str, args: tuple[str, ...], timeout: float) -> None:
-    """Call SERVICE.METHOD at ENDPOINT with key=value ARGS (or one JSON object); print the result as JSON."""
+def call(parts: tuple[str, ...], timeout: float) -> None:
+    """Call SERVICE.METHOD with key=value ARGS (or one JSON object); print the result as JSON.
+
+    With ENDPOINT (tcp://...) the call goes there; without it the service is found by
+    name in the registry (ZMICRO_REGISTRY, else the embedded one).
+    """
+    endpoint = parts[0] if "://" in parts[0] else None
+    rest = parts[1:] if endpoint else parts
+    if not rest:
+        raise click.UsageError("missing SERVICE.METHOD")
+    target, args = rest[0], rest[1:]
     try:
         service, method = parse_target(target)
         kwargs = parse_call_args(args)
@@ -123,13 +157,15 @@ def call(endpoint: str, target: str, args: tuple[str, ...], timeout: float) -> N
 
 
 @cli.command()
-@click.argument("endpoint")
+@click.argument("target", metavar="ENDPOINT|SERVICE")
 @click.option("--timeout", default=5.0, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the raw description as JSON.")
-def info(endpoint: str, timeout: float, as_json: bool) -> None:
-    """Describe the services at ENDPOINT: methods, signatures, docs, and live counters."""
+def info(target: str, timeout: float, as_json: bool) -> None:
+    """Describe the services at ENDPOINT (or at an instance of SERVICE found by name): methods,
+    signatures, docs, and live counters."""
 
     async def fetch() -> tuple[Any, Any]:
+        endpoint = target if "://" in target else await resolve_one(target, timeout)
         async with open_client(endpoint, timeout=timeout) as client:
             return (
                 await client.call("_zmicro", "describe"),
@@ -144,8 +180,9 @@ def info(endpoint: str, timeout: float, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps({"describe": desc, "stats": stats}, indent=2))
         return
+    where = desc["endpoints"][0] if desc["endpoints"] else target
     out.print(
-        f"[bold]{endpoint}[/]  zmicro {desc['zmicro']}, libzmq {desc['libzmq']}, up {stats['uptime_s']:.0f}s"
+        f"[bold]{where}[/]  zmicro {desc['zmicro']}, libzmq {desc['libzmq']}, up {stats['uptime_s']:.0f}s"
     )
     for svc in desc["services"]:
         live = stats["services"].get(svc["name"], {})
@@ -190,6 +227,9 @@ def demo(calls: int, concurrency: int, uvloop: bool) -> None:
 def version() -> None:
     """Print the versions of zmicro and libzmq."""
     click.echo(f"zmicro {__version__}, libzmq {'.'.join(map(str, libzmq_version()))}")
+
+
+from . import _discovery_commands  # noqa: E402,F401  # registers `registry` and `ls`
 
 
 def main() -> None:
