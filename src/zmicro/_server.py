@@ -44,6 +44,8 @@ _PASS_THROUGH = frozenset({"invalid_argument", "deadline_exceeded", "overloaded"
 _MAX_TRACEBACK = 16 * 1024
 # Marks an error for a request whose handler never ran: any caller may safely retry it.
 _NOT_STARTED = {"started": "false"}
+# Outcomes worth remembering for an idempotency key: they say what the work did.
+_REPLAYABLE = frozenset({"remote_error", "invalid_argument"})
 
 
 def _safe_str(exc: BaseException) -> str:
@@ -90,6 +92,7 @@ class _Job:
     args: dict[str, Any]
     deadline: float
     traceparent: str | None
+    replay_key: tuple[str, str, str] | None = None
 
 
 @dataclass(slots=True)
@@ -120,6 +123,7 @@ class Server:
         socket_options: SocketOptions | None = None,
         thread_pool_size: int | None = None,
         registry: Registry | None = None,
+        drain_delay: float = 1.0,
     ) -> None:
         self._hosted: dict[str, _Hosted] = {}
         for svc in services:
@@ -149,7 +153,9 @@ class Server:
         self.endpoints: list[str] = []
         self._started_at = 0.0
         self.components: list[Component] = []
+        self._replay: p.ReplayCache[tuple[str, str, str], tuple[bytes, int]] = p.ReplayCache()
         self.registry = registry
+        self.drain_delay = drain_delay
         self.instance_id = uuid.uuid4().hex[:12]
         self._registered: list[Instance] = []
 
@@ -261,20 +267,41 @@ class Server:
             time.monotonic() + budget_ms / 1000.0,
             req.headers.traceparent,
         )
+        key = req.headers.idempotency_key
+        if key is not None:
+            job.replay_key = (req.service, req.method, key)
+            seen, outcome = self._replay.begin(job.replay_key, (peer, req.id), time.monotonic())
+            if seen is p.ReplayVerdict.CACHED:
+                rpc.counters["replayed"] += 1
+                self._deliver(peer, req.id, outcome, f"{req.service}.{req.method}")
+                return
+            if seen is p.ReplayVerdict.JOINED:
+                rpc.counters["joined_running"] += 1
+                return
         verdict = hosted.admission.offer(job)
         if verdict is p.Verdict.START:
             self._start(job)
         elif verdict is p.Verdict.REJECTED:
             rpc.counters["overloaded"] += 1
             adm = hosted.admission
-            rpc.send_error(
-                peer,
-                req.id,
+            self._refuse(
+                job,
                 "overloaded",
                 f"{req.service} is at capacity ({adm.max_active} running, "
                 f"{adm.max_queued} queued); retry later",
                 _NOT_STARTED,
             )
+
+    def _refuse(
+        self, job: _Job, code: str, message: str, details: dict[str, str] | None = None, *, reply: bool = True
+    ) -> None:
+        """Answer a request whose handler will not run (and any repeats of it that joined)."""
+        waiters = [(job.peer, job.request_id)] if reply else []
+        if job.replay_key is not None:
+            joined = self._replay.finish(job.replay_key, None, store=False, now=time.monotonic())
+            waiters = [w for w in joined if reply or w != (job.peer, job.request_id)]
+        for peer, request_id in waiters:
+            self.rpc.send_error(peer, request_id, code, message, details)
 
     def on_cancel(self, peer: bytes, request_id: int) -> None:
         rpc = self._rpc
@@ -288,6 +315,7 @@ class Server:
             job = hosted.admission.remove(lambda j: j.peer == peer and j.request_id == request_id)
             if job is not None:
                 rpc.counters["cancelled_queued"] += 1
+                self._refuse(job, "unavailable", "the first attempt with this key was cancelled", reply=False)
                 return
         rpc.counters["cancel_unknown"] += 1
 
@@ -301,7 +329,7 @@ class Server:
                 break
             # It waited in the queue past its deadline: nobody wants the answer any more.
             self._rpc.counters["expired_in_queue"] += 1
-            self._rpc.send_error(job.peer, job.request_id, "deadline_exceeded", "expired while queued")
+            self._refuse(job, "deadline_exceeded", "expired while queued")
             nxt = job.hosted.admission.finish()
             if nxt is None:
                 return
@@ -309,9 +337,7 @@ class Server:
         key = (job.peer, job.request_id)
         if key in self._running:
             # The peer reused an id that is still running (two copies were queued).
-            self._rpc.send_error(
-                job.peer, job.request_id, "protocol_error", f"request id {job.request_id} is in use"
-            )
+            self._refuse(job, "protocol_error", f"request id {job.request_id} is in use")
             self._release(job.hosted)
             return
         holder: list[ThreadFuture[Any]] = []
@@ -352,37 +378,60 @@ class Server:
         rpc = self._rpc
         assert rpc is not None
         job = running.job
+        outcome = self._outcome(running, task)
+        waiters = [(job.peer, job.request_id)]
+        if job.replay_key is not None:
+            # Repeats of this idempotency key that joined while it ran get the same answer.
+            store = outcome is not None and (outcome[0] == "ok" or outcome[1] in _REPLAYABLE)
+            waiters = self._replay.finish(job.replay_key, outcome, store=store, now=time.monotonic())
+            if outcome is None and len(waiters) > 1:
+                outcome = (
+                    "error",
+                    "unavailable",
+                    "the first attempt with this idempotency key was cancelled",
+                    {},
+                )
+        if outcome is None:
+            return
+        what = f"{job.hosted.spec.name}.{job.method.name}"
+        for peer, request_id in waiters:
+            self._deliver(peer, request_id, outcome, what)
+
+    def _deliver(self, peer: bytes, request_id: int, outcome: tuple[Any, ...], what: str) -> None:
+        rpc = self._rpc
+        assert rpc is not None
+        if outcome[0] == "ok":
+            rpc.send_reply(peer, request_id, outcome[1], what)
+        else:
+            _, code, message, details = outcome
+            rpc.send_error(peer, request_id, code, message, details)
+
+    def _outcome(self, running: _Running, task: asyncio.Task[Any]) -> tuple[Any, ...] | None:
+        """What the caller is told: ("ok", result), ("error", code, message, details), or None."""
+        rpc = self._rpc
+        assert rpc is not None
+        job = running.job
         what = f"{job.hosted.spec.name}.{job.method.name}"
         if task.cancelled():
             reason = running.cancel_reason
             if reason == "deadline":
                 rpc.counters["expired_running"] += 1
-                rpc.send_error(job.peer, job.request_id, "deadline_exceeded", f"{what} ran past its deadline")
-            elif reason == "shutdown":
+                return ("error", "deadline_exceeded", f"{what} ran past its deadline", {})
+            if reason == "shutdown":
                 rpc.counters["cancelled_shutdown"] += 1
-                rpc.send_error(job.peer, job.request_id, "unavailable", f"{what} was stopped by shutdown")
-            else:
-                rpc.counters["cancelled"] += 1  # the caller asked; it waits for nothing
-            return
+                return ("error", "unavailable", f"{what} was stopped by shutdown", {"started": "true"})
+            rpc.counters["cancelled"] += 1  # the caller asked; it waits for nothing
+            return None
         exc = task.exception()
         if exc is None:
-            rpc.send_reply(job.peer, job.request_id, task.result(), what)
-        elif isinstance(exc, CallError) and exc.code in _PASS_THROUGH:
+            return ("ok", task.result())
+        if isinstance(exc, CallError) and exc.code in _PASS_THROUGH:
             # It ran: whatever a nested call said, this request must not look "not started".
-            rpc.send_error(
-                job.peer, job.request_id, exc.code, exc.message, {**exc.details, "started": "true"}
-            )
-        else:
-            rpc.counters["handler_errors"] += 1
-            tb = "".join(traceback.format_exception(exc))[-_MAX_TRACEBACK:]
-            log.debug("%s raised %r", what, exc)
-            rpc.send_error(
-                job.peer,
-                job.request_id,
-                "remote_error",
-                _safe_str(exc),
-                {"type": type(exc).__qualname__, "traceback": tb},
-            )
+            return ("error", exc.code, exc.message, {**exc.details, "started": "true"})
+        rpc.counters["handler_errors"] += 1
+        tb = "".join(traceback.format_exception(exc))[-_MAX_TRACEBACK:]
+        log.debug("%s raised %r", what, exc)
+        return ("error", "remote_error", _safe_str(exc), {"type": type(exc).__qualname__, "traceback": tb})
 
     def _release_after(self, running: _Running) -> None:
         job = running.job
@@ -473,6 +522,10 @@ class Server:
                     await asyncio.wait_for(self.registry.deregister(instance), timeout=2.0)
                 except Exception:
                     log.warning("could not deregister %s", instance.instance_id, exc_info=True)
+            if self._registered and self.drain_delay > 0:
+                # Keep serving while watchers hear of the change, so that callers move
+                # elsewhere before intake stops (the same idea as a pre-stop hook).
+                await asyncio.sleep(min(self.drain_delay, grace))
             self._registered.clear()
         self._accepting = False
         rpc = self._rpc
@@ -480,9 +533,7 @@ class Server:
             for hosted in self._hosted.values():
                 for job in hosted.admission.take_queued():
                     rpc.counters["rejected_shutdown"] += 1
-                    rpc.send_error(
-                        job.peer, job.request_id, "unavailable", "service is shutting down", _NOT_STARTED
-                    )
+                    self._refuse(job, "unavailable", "service is shutting down", _NOT_STARTED)
             tasks = [r.task for r in self._running.values()]
             if tasks:
                 await asyncio.wait(tasks, timeout=grace)

@@ -71,6 +71,8 @@ from ._codec import (
 from ._codec import (
     encode_value as encode_value,
 )
+from ._replay import ReplayCache as ReplayCache
+from ._replay import ReplayVerdict as ReplayVerdict
 from ._retry import RetryBudget as RetryBudget
 from ._retry import RetryPolicy as RetryPolicy
 from ._retry import backoff_delay as backoff_delay
@@ -89,6 +91,8 @@ __all__ = (
     "Message",
     "Ping",
     "Pong",
+    "ReplayCache",
+    "ReplayVerdict",
     "Reply",
     "Request",
     "RetryBudget",
