@@ -108,3 +108,27 @@ class Slow(zmicro.Service):
     @zmicro.rpc
     async def hello(self) -> str:
         return "hi"
+
+
+class Tagged(zmicro.Service):
+    """One instance among several: says which one it is, after an optional delay."""
+
+    name = "tagged"
+
+    def __init__(self, tag: str, delay: float = 0.0) -> None:
+        self.tag = tag
+        self.delay = delay
+        self.runs = 0
+
+    @zmicro.rpc(idempotent=True)
+    async def whoami(self) -> str:
+        self.runs += 1
+        await asyncio.sleep(self.delay)
+        return self.tag
+
+    @zmicro.rpc
+    async def bump(self) -> int:
+        """Not idempotent: every run counts."""
+        self.runs += 1
+        await asyncio.sleep(self.delay)
+        return self.runs

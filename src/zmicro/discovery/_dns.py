@@ -86,10 +86,18 @@ class DnsSrvRegistry(Registry):
 
     async def _addresses(self, target: str) -> list[str]:
         addrs: list[str] = []
+        failure: dns.exception.DNSException | None = None
         for rdtype in ("A", "AAAA"):
-            with contextlib.suppress(dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
+            try:
                 answer = await self._resolver.resolve(target, rdtype)
-                addrs.extend(sorted(r.address for r in answer))
+            except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
+                continue
+            except dns.exception.DNSException as exc:
+                failure = exc  # some servers refuse AAAA outright; the A answer may still do
+                continue
+            addrs.extend(sorted(r.address for r in answer))
+        if not addrs and failure is not None:
+            raise failure
         return addrs
 
     async def register(self, instance: Instance) -> None:

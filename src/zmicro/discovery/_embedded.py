@@ -255,7 +255,7 @@ class EmbeddedRegistry(Registry):
         while True:
             try:
                 raw = await self._call(
-                    "watch", timeout=12.0, epoch=self._epoch, since=self._version, wait_ms=10_000
+                    "watch", within=12.0, epoch=self._epoch, since=self._version, wait_ms=10_000
                 )
                 snap = msgspec.convert(raw, Snapshot)
             except CallError as exc:
