@@ -9,7 +9,6 @@ import pytest
 
 from zmicro.transport import get_context
 
-
 # Processes started by tests must not register with (or start) a registry on this
 # machine unless a test asks for one explicitly.
 os.environ["ZMICRO_REGISTRY"] = "none"

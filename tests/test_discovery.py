@@ -199,21 +199,23 @@ async def _true(value: bool) -> bool:
 
 
 async def test_lease_expires_without_renewal() -> None:
-    async with zmicro.open_server(RegistryService(probe_interval=0.2), bind="tcp://127.0.0.1:0") as reg:
-        async with zmicro.open_client(reg.endpoint) as client:
-            live = await zmicro_server_endpoint()
-            try:
-                inst = Instance("tagged", "lease-test", live.endpoint)
-                await client.call("zmicro.registry", "register", instance=inst, ttl_ms=600)
-                snap = await client.call("zmicro.registry", "list")
-                assert [e["instance"]["instance_id"] for e in snap["entries"]] == ["lease-test"]
+    async with (
+        zmicro.open_server(RegistryService(probe_interval=0.2), bind="tcp://127.0.0.1:0") as reg,
+        zmicro.open_client(reg.endpoint) as client,
+    ):
+        live = await zmicro_server_endpoint()
+        try:
+            inst = Instance("tagged", "lease-test", live.endpoint)
+            await client.call("zmicro.registry", "register", instance=inst, ttl_ms=600)
+            snap = await client.call("zmicro.registry", "list")
+            assert [e["instance"]["instance_id"] for e in snap["entries"]] == ["lease-test"]
 
-                async def gone() -> bool:
-                    return not (await client.call("zmicro.registry", "list"))["entries"]
+            async def gone() -> bool:
+                return not (await client.call("zmicro.registry", "list"))["entries"]
 
-                await wait_for(gone, within=5)
-            finally:
-                await live.stop()
+            await wait_for(gone, within=5)
+        finally:
+            await live.stop()
 
 
 async def zmicro_server_endpoint() -> zmicro.Server:
