@@ -126,6 +126,8 @@ class Client:
                 )
             except (PeerLostError, UnavailableError, OverloadedError) as exc:
                 budget.on_failure()
+                if exc.details.get("started") == "false":
+                    self._router.cool(conn.endpoint)
                 if not self._may_retry(
                     exc, service, method, _idempotency_key, attempt, budget, conn.endpoint, tried
                 ):

@@ -51,6 +51,7 @@ class Router:
         self._unwatch: object = None
         self._sweeper: asyncio.TimerHandle | None = None
         self._rand = random.Random()
+        self._cooling: dict[str, float] = {}
         self.closed = False
 
     # -- instances -------------------------------------------------------------
@@ -111,8 +112,26 @@ class Router:
         if len(fresh) == 1:
             return self.connection(fresh[0])
         conns = [self.connection(ep) for ep in fresh]
-        # Connected instances first, then fewest calls in flight, ties broken at random.
-        return min(conns, key=lambda c: (not c.connected, c.pending, self._rand.random()))
+        now = time.monotonic()
+        cooling = self._cooling
+        # Connected instances first, then those that did not just turn a call away, then
+        # fewest calls in flight; ties broken at random.
+        return min(
+            conns,
+            key=lambda c: (
+                not c.connected,
+                cooling.get(c.endpoint, 0.0) > now,
+                c.pending,
+                self._rand.random(),
+            ),
+        )
+
+    def cool(self, endpoint: str, seconds: float = 1.0) -> None:
+        """Prefer other instances for a while: this one just said it is overloaded or draining."""
+        self._cooling[endpoint] = time.monotonic() + seconds
+        if len(self._cooling) > 1024:
+            now = time.monotonic()
+            self._cooling = {ep: t for ep, t in self._cooling.items() if t > now}
 
     async def _wait_for_instances(self, service: str, deadline: float) -> list[str]:
         until = min(deadline, time.monotonic() + _FIRST_INSTANCE_WAIT)
