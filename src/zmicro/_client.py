@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping
@@ -18,6 +19,8 @@ from typing import Any, TypeVar
 
 from . import _context
 from ._errors import ClientClosedError, ConfigurationError, NoSuchServiceError
+from ._producer import OnFull, Producer
+from ._tasks import QUEUE_SERVICE
 from .patterns import RpcConnection
 from .transport import SocketOptions
 
@@ -54,6 +57,10 @@ class Client:
         self._max_pending = max_pending
         self._connections: dict[str, RpcConnection] = {}
         self.closed = False
+        self._producer: Producer | None = None
+        queue = os.environ.get("ZMICRO_QUEUE")
+        if queue and QUEUE_SERVICE not in self._by_service:
+            self._by_service[QUEUE_SERVICE] = queue
 
     def _endpoint_for(self, service: str) -> str:
         endpoint = self._by_service.get(service, self._default_endpoint)
@@ -104,6 +111,45 @@ class Client:
             idempotency_key=_idempotency_key,
         )
 
+    def _tasks(self) -> Producer:
+        if self._producer is None:
+            self._producer = Producer(self)
+        return self._producer
+
+    async def submit(
+        self,
+        name: str,
+        payload: Any,
+        /,
+        *,
+        on_full: OnFull = "wait",
+        ttl: float | None = None,
+        key: str | None = None,
+        _timeout: float | None = None,
+    ) -> int | None:
+        """Hand a task to the work queue; returns its id once the queue has stored it.
+
+        ``await client.submit("images.resize", ResizeJob(...))``. When that queue is full,
+        ``on_full`` decides: ``"wait"`` (retry with backoff until ``timeout``), ``"raise"``
+        (``OverloadedError``) or ``"drop"`` (return ``None``, counted). ``ttl``: seconds
+        after which an undelivered task is dropped (counted). ``key``: an idempotency key;
+        a second submit with the same key while the first is pending is not stored twice.
+        ``_timeout`` (seconds, default the client's) bounds the whole submit, waiting included.
+        """
+        return await self._tasks().submit(name, payload, on_full=on_full, ttl=ttl, key=key, timeout=_timeout)
+
+    def send(self, name: str, payload: Any, /) -> bool:
+        """Fire-and-forget: no durability, no ack. ``False`` when dropped at once (buffer full).
+
+        Messages that the queue cannot hold are dropped there; every drop is counted in
+        ``task_statistics()`` and in the queue's statistics.
+        """
+        return self._tasks().send(name, payload)
+
+    def task_statistics(self) -> dict[str, int]:
+        """Producer counters: submitted, retries, full, dropped, sent, send drops, ..."""
+        return self._producer.statistics() if self._producer is not None else {}
+
     def __getattr__(self, service: str) -> ServiceProxy:
         if service.startswith("_"):
             raise AttributeError(service)
@@ -115,6 +161,8 @@ class Client:
 
     async def aclose(self) -> None:
         """Close every connection; calls still pending fail at once with ``ClientClosedError``."""
+        if self._producer is not None and not self.closed:
+            await self._producer.aclose()
         self.closed = True
         for conn in self._connections.values():
             conn.close()
@@ -217,6 +265,13 @@ class BlockingClient:
             service, method, args, _timeout=timeout, _idempotency_key=_idempotency_key, **kwargs
         )
         return self._run(coro, timeout)
+
+    def submit(self, name: str, payload: Any, /, **options: Any) -> int | None:
+        """``Client.submit``, blocking until the queue has stored the task."""
+        if self.closed:
+            raise ClientClosedError("the client is closed")
+        timeout = options.get("_timeout") or self._client.timeout
+        return self._run(self._client.submit(name, payload, **options), timeout)  # type: ignore[no-any-return]
 
     def __getattr__(self, service: str) -> BlockingServiceProxy:
         if service.startswith("_"):
