@@ -116,7 +116,7 @@ class TaskWorker:
         self._renewer: asyncio.Task[None] | None = None
         self._fetches: set[asyncio.Task[None]] = set()
         self._running: dict[asyncio.Task[None], _Delivery] = {}
-        self._leases: dict[int, int] = {}
+        self._leases: set[tuple[int, int]] = set()  # (task id, token) of running handlers
         self._errors_in_a_row = 0
         self._ratelog = RateLimitedLog(log)
         sync = sum(h.spec.options.concurrency for h in self._handlers.values() if not h.spec.is_async)
@@ -128,7 +128,6 @@ class TaskWorker:
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         self._main = loop.create_task(self._run())
-        self._renewer = loop.create_task(self._renew_loop())
 
     async def _connect(self) -> Client:
         delay = 0.1
@@ -167,14 +166,14 @@ class TaskWorker:
                 await self._main
         if self._running:
             await asyncio.wait(list(self._running), timeout=grace)
-        leftover = dict(self._leases)
+        leftover = list(self._leases)
         for task in list(self._running):
             task.cancel()
         if self._running:
             await asyncio.wait(list(self._running), timeout=1.0)
         if leftover and client is not None:
             with contextlib.suppress(CallError):
-                await client.call(QUEUE_SERVICE, "release", leases=list(leftover.items()), _timeout=2.0)
+                await client.call(QUEUE_SERVICE, "release", leases=leftover, _timeout=2.0)
                 self.counters["released_shutdown"] += len(leftover)
         if self._renewer is not None:
             self._renewer.cancel()
@@ -227,6 +226,8 @@ class TaskWorker:
         deliveries: list[_Delivery] = []
         if isinstance(reply, dict):
             self.lease = max(0.05, reply.get("lease_ms", 30_000) / 1000.0)
+            if self._renewer is None:  # the lease length is known from the first answer on
+                self._renewer = asyncio.get_running_loop().create_task(self._renew_loop())
             for task_id, name, payload, count, token in reply.get("tasks", ()):
                 deliveries.append(_Delivery(name, payload, task_id, count, token))
             for name, payload in reply.get("stream", ()):
@@ -248,7 +249,7 @@ class TaskWorker:
             handler.running += 1
             handler.max_running = max(handler.max_running, handler.running)
             if d.durable:
-                self._leases[d.task_id] = d.token
+                self._leases.add((d.task_id, d.token))
             task = asyncio.get_running_loop().create_task(self._handle(handler, d))
             self._running[task] = d
             task.add_done_callback(self._finished)
@@ -300,7 +301,7 @@ class TaskWorker:
             if d.durable:
                 await self._settle("ack", d)
         finally:
-            self._leases.pop(d.task_id, None)
+            self._leases.discard((d.task_id, d.token))
             handler.running -= 1
 
     async def _settle(self, method: str, d: _Delivery, **kwargs: Any) -> None:
@@ -329,11 +330,12 @@ class TaskWorker:
             await asyncio.sleep(self.lease / 3)
             if not self._leases or self._client is None:
                 continue
+            held = list(self._leases)
             try:
                 reply = await self._client.call(
                     QUEUE_SERVICE,
                     "renew",
-                    leases=list(self._leases.items()),
+                    leases=held,
                     _timeout=max(1.0, self.lease / 3),
                 )
             except CallError as exc:
@@ -343,8 +345,7 @@ class TaskWorker:
             self.counters["renewals"] += 1
             lost = reply.get("lost", []) if isinstance(reply, dict) else []
             self.counters["leases_lost"] += len(lost)
-            for task_id in lost:
-                self._leases.pop(task_id, None)
+            self._leases.difference_update((int(i), int(t)) for i, t in lost)
 
     # -- observing -------------------------------------------------------------
 

@@ -287,7 +287,7 @@ class TaskQueue(Service):
 
     @rpc
     async def renew(self, leases: list[tuple[int, int]]) -> dict[str, Any]:
-        """Extend the leases of running handlers; ``lost`` lists those already given to another worker."""
+        """Extend the leases of running handlers; ``lost`` lists those this worker no longer holds."""
         lost = self.store.renew(leases, now=time.time(), lease=self.lease)
         return {"lost": lost, "lease_ms": int(self.lease * 1000)}
 

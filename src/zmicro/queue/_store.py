@@ -255,9 +255,9 @@ class TaskStore:
         self.counters["stale_settles"] += 1
         return False
 
-    def renew(self, leases: Iterable[tuple[int, int]], *, now: float, lease: float) -> list[int]:
-        """Extend leases; returns the ids whose lease is no longer held (expired and re-leased)."""
-        lost: list[int] = []
+    def renew(self, leases: Iterable[tuple[int, int]], *, now: float, lease: float) -> list[tuple[int, int]]:
+        """Extend leases; returns those no longer held (expired, maybe given to another worker)."""
+        lost: list[tuple[int, int]] = []
         db = self._tx()
         try:
             for task_id, token in leases:
@@ -266,7 +266,7 @@ class TaskStore:
                     (now + lease, task_id, token),
                 )
                 if not cur.rowcount:
-                    lost.append(task_id)
+                    lost.append((task_id, token))
             self._commit()
         except BaseException:
             self._rollback()
