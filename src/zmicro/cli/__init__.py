@@ -19,6 +19,7 @@ from .._version import __version__
 from ..transport import libzmq_version, require_libzmq
 from ._args import parse_call_args, parse_target
 from ._loading import load_service
+from ._tasks import flatten, tasks
 
 __all__ = ("main",)
 
@@ -171,6 +172,13 @@ def info(endpoint: str, timeout: float, as_json: bool) -> None:
         for key in sorted(counters):
             table.add_row(key, str(counters[key]))
         out.print(table)
+    for name, facts in sorted(stats.get("components", {}).items()):
+        table = Table(title=f"component: {name}", title_justify="left")
+        table.add_column("name")
+        table.add_column("value", justify="right")
+        for key, value in flatten(facts):
+            table.add_row(key, value)
+        out.print(table)
 
 
 @cli.command()
@@ -190,6 +198,9 @@ def demo(calls: int, concurrency: int, uvloop: bool) -> None:
 def version() -> None:
     """Print the versions of zmicro and libzmq."""
     click.echo(f"zmicro {__version__}, libzmq {'.'.join(map(str, libzmq_version()))}")
+
+
+cli.add_command(tasks)
 
 
 def main() -> None:
