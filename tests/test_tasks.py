@@ -15,6 +15,7 @@ import pytest
 import zmicro
 from task_services import Blocking, Fast, Flaky, Job, Recorder, Slow
 from zmicro._worker import _task_worker
+from zmicro.discovery import StaticRegistry
 from zmicro.queue import TaskStore
 from zmicro.testing import ClientFactory, ServerFactory
 
@@ -31,8 +32,9 @@ async def until(predicate: Callable[[], bool], seconds: float = 10.0) -> None:
 
 async def broker(zmicro_server: ServerFactory, **options: Any) -> tuple[zmicro.TaskQueue, zmicro.Server]:
     options.setdefault("lease", 1.0)
+    server_options = {k: options.pop(k) for k in ("registry",) if k in options}
     queue = zmicro.TaskQueue(options.pop("path", ":memory:"), **options)
-    return queue, await zmicro_server(queue)
+    return queue, await zmicro_server(queue, **server_options)
 
 
 async def worker(
@@ -334,6 +336,20 @@ async def test_plain_def_handler_runs_in_a_thread(
         await client.submit("jobs.blocking", Job(i, sleep=0.05))
     await until(lambda: len(svc.done) == 4)
     assert all(t.startswith("zmicro-task") for t in svc.threads)
+
+
+async def test_worker_finds_the_queue_through_the_registry(
+    zmicro_server: ServerFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("ZMICRO_QUEUE", raising=False)
+    registry = StaticRegistry()
+    _, qs = await broker(zmicro_server, registry=registry)
+    rec = Recorder()
+    await zmicro_server(rec, registry=registry)
+    with zmicro.connect(qs.endpoint) as blocking:
+        task_id = await asyncio.to_thread(blocking.submit, "jobs.record", Job(3))
+    assert task_id is not None
+    await until(lambda: rec.done == [3])
 
 
 def test_task_declarations_are_checked() -> None:

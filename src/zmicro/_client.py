@@ -136,7 +136,7 @@ class Client:
         a second submit with the same key while the first is pending is not stored twice.
         ``_timeout`` (seconds, default the client's) bounds the whole submit, waiting included.
         """
-        return await self._tasks().submit(name, payload, on_full=on_full, ttl=ttl, key=key, timeout=_timeout)
+        return await self._tasks().submit(name, payload, on_full=on_full, ttl=ttl, key=key, seconds=_timeout)
 
     def send(self, name: str, payload: Any, /) -> bool:
         """Fire-and-forget: no durability, no ack. ``False`` when dropped at once (buffer full).

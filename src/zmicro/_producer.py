@@ -70,13 +70,12 @@ class Producer:
         on_full: OnFull = "wait",
         ttl: float | None = None,
         key: str | None = None,
-        **options: float | None,
+        seconds: float | None = None,
     ) -> int | None:
-        timeout = options.get("timeout")
         if on_full not in ("wait", "raise", "drop"):
             raise ConfigurationError(f"on_full must be 'wait', 'raise' or 'drop', not {on_full!r}")
         data = encode_payload(name, payload)
-        deadline = time.monotonic() + (self._client.timeout if timeout is None else timeout)
+        deadline = time.monotonic() + (self._client.timeout if seconds is None else seconds)
         attempt = 0
         while True:
             left = deadline - time.monotonic()
