@@ -130,7 +130,7 @@ class Client:
         """Hand a task to the work queue; returns its id once the queue has stored it.
 
         ``await client.submit("images.resize", ResizeJob(...))``. When that queue is full,
-        ``on_full`` decides: ``"wait"`` (retry with backoff until ``timeout``), ``"raise"``
+        ``on_full`` decides: ``"wait"`` (retry with backoff until ``_timeout``), ``"raise"``
         (``OverloadedError``) or ``"drop"`` (return ``None``, counted). ``ttl``: seconds
         after which an undelivered task is dropped (counted). ``key``: an idempotency key;
         a second submit with the same key while the first is pending is not stored twice.
