@@ -18,7 +18,7 @@ def test_all_is_exact() -> None:
         assert hasattr(zmicro, name), name
     # "annotations" comes from `from __future__ import annotations`; "@py_*" from pytest's rewriting
     public = {n for n in dir(zmicro) if not n.startswith(("_", "@")) and n != "annotations"}
-    modules = {"cli", "demo", "discovery", "patterns", "protocol", "testing", "transport"}
+    modules = {"cli", "demo", "discovery", "patterns", "protocol", "queue", "testing", "transport"}
     assert public - set(zmicro.__all__) - modules == set()
 
 

@@ -18,6 +18,8 @@ Write a plain class, mark its methods, serve it, call it by name::
 
 from __future__ import annotations
 
+# Work queues: registers the task worker and queue statistics components with the server.
+from . import _worker  # noqa: F401  # imported for its registration only
 from ._client import (
     BlockingClient as BlockingClient,
 )
@@ -78,7 +80,9 @@ from ._server import open_server as open_server
 from ._server import run as run
 from ._service import Service as Service
 from ._service import rpc as rpc
+from ._tasks import task as task
 from ._version import __version__ as __version__
+from .queue import TaskQueue as TaskQueue
 from .transport import SocketOptions as SocketOptions
 
 __all__ = (
@@ -99,6 +103,7 @@ __all__ = (
     "Server",
     "Service",
     "SocketOptions",
+    "TaskQueue",
     "UnavailableError",
     "ZmicroError",
     "__version__",
@@ -108,4 +113,5 @@ __all__ = (
     "remaining_time",
     "rpc",
     "run",
+    "task",
 )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import threading
 import time
 from collections import Counter
@@ -26,7 +27,9 @@ from ._errors import (
     PeerLostError,
     UnavailableError,
 )
+from ._producer import OnFull, Producer
 from ._routing import Router
+from ._tasks import QUEUE_SERVICE
 from .discovery import Registry, default_registry
 from .patterns import RpcConnection
 from .protocol import RetryBudget, RetryPolicy, backoff_delay
@@ -72,6 +75,10 @@ class Client:
         self._budgets: dict[str, RetryBudget] = {}
         self.counters: Counter[str] = Counter()
         self.closed = False
+        self._producer: Producer | None = None
+        queue = os.environ.get("ZMICRO_QUEUE")
+        if queue:
+            self._router.add_static(QUEUE_SERVICE, [queue])
 
     def connection(self, endpoint: str) -> RpcConnection:
         """The persistent connection to ``endpoint`` (created on first use)."""
@@ -171,6 +178,45 @@ class Client:
             return False
         return True
 
+    def _tasks(self) -> Producer:
+        if self._producer is None:
+            self._producer = Producer(self)
+        return self._producer
+
+    async def submit(
+        self,
+        name: str,
+        payload: Any,
+        /,
+        *,
+        on_full: OnFull = "wait",
+        ttl: float | None = None,
+        key: str | None = None,
+        _timeout: float | None = None,
+    ) -> int | None:
+        """Hand a task to the work queue; returns its id once the queue has stored it.
+
+        ``await client.submit("images.resize", ResizeJob(...))``. When that queue is full,
+        ``on_full`` decides: ``"wait"`` (retry with backoff until ``_timeout``), ``"raise"``
+        (``OverloadedError``) or ``"drop"`` (return ``None``, counted). ``ttl``: seconds
+        after which an undelivered task is dropped (counted). ``key``: an idempotency key;
+        a second submit with the same key while the first is pending is not stored twice.
+        ``_timeout`` (seconds, default the client's) bounds the whole submit, waiting included.
+        """
+        return await self._tasks().submit(name, payload, on_full=on_full, ttl=ttl, key=key, seconds=_timeout)
+
+    def send(self, name: str, payload: Any, /) -> bool:
+        """Fire-and-forget: no durability, no ack. ``False`` when dropped at once (buffer full).
+
+        Messages that the queue cannot hold are dropped there; every drop is counted in
+        ``task_statistics()`` and in the queue's statistics.
+        """
+        return self._tasks().send(name, payload)
+
+    def task_statistics(self) -> dict[str, int]:
+        """Producer counters: submitted, retries, full, dropped, sent, send drops, ..."""
+        return self._producer.statistics() if self._producer is not None else {}
+
     def __getattr__(self, service: str) -> ServiceProxy:
         if service.startswith("_"):
             raise AttributeError(service)
@@ -182,6 +228,8 @@ class Client:
 
     async def aclose(self) -> None:
         """Close every connection; calls still pending fail at once with ``ClientClosedError``."""
+        if self._producer is not None and not self.closed:
+            await self._producer.aclose()
         self.closed = True
         self._router.close()
 
@@ -288,6 +336,13 @@ class BlockingClient:
             service, method, args, _timeout=timeout, _idempotency_key=_idempotency_key, **kwargs
         )
         return self._run(coro, timeout)
+
+    def submit(self, name: str, payload: Any, /, **options: Any) -> int | None:
+        """``Client.submit``, blocking until the queue has stored the task."""
+        if self.closed:
+            raise ClientClosedError("the client is closed")
+        timeout = options.get("_timeout") or self._client.timeout
+        return self._run(self._client.submit(name, payload, **options), timeout)  # type: ignore[no-any-return]
 
     def __getattr__(self, service: str) -> BlockingServiceProxy:
         if service.startswith("_"):

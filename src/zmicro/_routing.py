@@ -54,6 +54,10 @@ class Router:
         self._cooling: dict[str, float] = {}
         self.closed = False
 
+    def add_static(self, service: str, endpoints: list[str]) -> None:
+        """A fixed route for ``service`` unless one was given already (explicit wins)."""
+        self._static.setdefault(service, endpoints)
+
     # -- instances -------------------------------------------------------------
 
     def _ensure_watching(self) -> None:

@@ -22,6 +22,7 @@ from ..transport import libzmq_version, require_libzmq
 from ._args import parse_call_args, parse_target
 from ._discovery import ensure_embedded_registry, resolve_one, run_workers
 from ._loading import load_service
+from ._tasks import flatten, tasks
 
 __all__ = ("main",)
 
@@ -208,6 +209,13 @@ def info(target: str, timeout: float, as_json: bool) -> None:
         for key in sorted(counters):
             table.add_row(key, str(counters[key]))
         out.print(table)
+    for name, facts in sorted(stats.get("components", {}).items()):
+        table = Table(title=f"component: {name}", title_justify="left")
+        table.add_column("name")
+        table.add_column("value", justify="right")
+        for key, value in flatten(facts):
+            table.add_row(key, value)
+        out.print(table)
 
 
 @cli.command()
@@ -229,6 +237,7 @@ def version() -> None:
     click.echo(f"zmicro {__version__}, libzmq {'.'.join(map(str, libzmq_version()))}")
 
 
+cli.add_command(tasks)
 from . import _discovery_commands  # noqa: E402,F401  # registers `registry` and `ls`
 
 

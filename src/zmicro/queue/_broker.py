@@ -1,0 +1,379 @@
+"""The task broker: a zmicro service named ``zmicro.queue`` that stores, leases and redelivers work.
+
+Producers call ``submit`` (durable: stored in SQLite before the call returns) or ``push``
+(fire-and-forget: a bounded in-memory buffer, drops counted). Workers long-poll
+``fetch`` with their credit, the number of handler slots they have free, so work only
+ever goes to a worker that can start it now; each task delivery is a lease the worker
+renews while its handler runs and settles with ``ack``/``nack``/``reject``/``release``.
+A lease that runs out (worker killed, frozen, cut off) is a failed delivery: the task
+goes back to the queue for another worker, or to the dead letters after its
+``max_deliveries``. Riding on RPC gives the broker deadlines, error codes, overload
+answers and bad-input handling for free.
+
+Run one with ``zmicro run zmicro.queue:TaskQueue --bind tcp://127.0.0.1:5570``; the
+``ZMICRO_QUEUE_DB``, ``ZMICRO_QUEUE_LEASE`` and ``ZMICRO_QUEUE_MAX_PENDING`` environment
+variables set its options when it is created without arguments.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import re
+import time
+from collections import Counter, deque
+from pathlib import Path
+from typing import Any
+
+from .._context import remaining
+from .._errors import ConfigurationError, InvalidArgumentError, OverloadedError
+from .._server import COMPONENT_FACTORIES, Server
+from .._service import Service, rpc
+from .._tasks import QUEUE_SERVICE
+from ..protocol import MAX_NAME_LENGTH
+from ._store import QueueFullError, TaskStore
+
+__all__ = ("TaskQueue", "default_path")
+
+log = logging.getLogger("zmicro.queue")
+
+_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.\-]*$")
+_MAX_CREDIT = 1_000
+_MAX_STREAMS = 1_000
+_POLL = 0.25  # waiting fetches look again this often (retries whose delay has passed)
+
+
+def default_path() -> Path:
+    """``$ZMICRO_QUEUE_DB``, else ``$XDG_DATA_HOME/zmicro/queue.db`` (``~/.local/share/...``)."""
+    env = os.environ.get("ZMICRO_QUEUE_DB")
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "zmicro" / "queue.db"
+
+
+def _resolve(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
+def _check_name(name: str) -> None:
+    if not _NAME.match(name) or len(name) > MAX_NAME_LENGTH:
+        raise InvalidArgumentError(f"invalid task name {name!r}", details={"field": "name"})
+
+
+class TaskQueue(Service):
+    """Durable work queues with leases, redelivery and dead letters.
+
+    Example::
+
+        queue = zmicro.TaskQueue("/var/lib/app/queue.db", lease=30.0)
+        async with zmicro.open_server(queue, bind="tcp://127.0.0.1:5570"):
+            ...
+
+    ``path`` is the SQLite file (``":memory:"`` keeps nothing across restarts: tests).
+    ``lease`` is how long a worker may stay silent before its task goes to another one.
+    ``max_pending`` bounds the stored tasks of each name: past it ``submit`` is answered
+    "overloaded". ``max_stream`` bounds the fire-and-forget buffer of each name.
+    ``synchronous`` is SQLite's: ``"NORMAL"`` survives a crash of this process,
+    ``"FULL"`` also a power loss (an fsync per accepted task).
+    """
+
+    name = QUEUE_SERVICE
+    # Each waiting worker holds one long-poll: leave room for many.
+    max_concurrency = 1024
+    max_queued = 1024
+
+    def __init__(
+        self,
+        path: str | Path | None = None,
+        *,
+        lease: float | None = None,
+        max_pending: int | None = None,
+        max_deliveries: int = 5,
+        max_stream: int = 10_000,
+        synchronous: str = "NORMAL",
+    ) -> None:
+        self.path = str(path if path is not None else default_path())
+        self.lease = float(lease if lease is not None else os.environ.get("ZMICRO_QUEUE_LEASE", 30.0))
+        self.max_pending = int(
+            max_pending if max_pending is not None else os.environ.get("ZMICRO_QUEUE_MAX_PENDING", 100_000)
+        )
+        if self.lease <= 0 or self.max_pending < 1 or max_deliveries < 1 or max_stream < 1:
+            raise ConfigurationError(
+                "TaskQueue: lease, max_pending, max_deliveries and max_stream must be positive"
+            )
+        self.max_deliveries = max_deliveries
+        self.max_stream = max_stream
+        self.synchronous = synchronous
+        self._store: TaskStore | None = None
+        self._streams: dict[str, deque[bytes]] = {}
+        self._waiters: dict[str, set[asyncio.Future[None]]] = {}
+        self._by_worker: dict[str, set[asyncio.Future[None]]] = {}
+        self._leaving: dict[str, float] = {}
+        self._sweeper: asyncio.Task[None] | None = None
+        self.counters: Counter[str] = Counter()
+
+    @property
+    def store(self) -> TaskStore:
+        if self._store is None:
+            raise RuntimeError("the task queue is not started")
+        return self._store
+
+    async def on_start(self) -> None:
+        self._store = TaskStore(
+            self.path, synchronous=self.synchronous, default_max_deliveries=self.max_deliveries
+        )
+        self._sweeper = asyncio.get_running_loop().create_task(self._sweep())
+        log.info("task queue in %s (lease %.1fs)", self.path, self.lease)
+
+    async def on_stop(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+        self._wake_all()
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+
+    async def _sweep(self) -> None:
+        interval = min(max(self.lease / 4, 0.05), 1.0)
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                for name in self.store.expire_leases(time.time()):
+                    self._wake(name)
+            except Exception:  # a bad moment of the database must not end the sweeping
+                log.exception("expiring leases failed")
+
+    # -- waiting workers -------------------------------------------------------
+
+    def _wake(self, name: str) -> None:
+        for fut in self._waiters.get(name, ()):
+            if not fut.done():
+                fut.set_result(None)
+
+    def _wake_all(self) -> None:
+        for name in list(self._waiters):
+            self._wake(name)
+
+    async def _wait(self, worker: str, names: list[str], seconds: float) -> None:
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[None] = loop.create_future()
+        for name in names:
+            self._waiters.setdefault(name, set()).add(fut)
+        mine = self._by_worker.setdefault(worker, set())
+        mine.add(fut)
+        timer = loop.call_later(seconds, _resolve, fut)
+        try:
+            await fut
+        finally:
+            timer.cancel()
+            mine.discard(fut)
+            if not mine:
+                self._by_worker.pop(worker, None)
+            for name in names:
+                waiters = self._waiters.get(name)
+                if waiters is not None:
+                    waiters.discard(fut)
+                    if not waiters:
+                        del self._waiters[name]
+
+    # -- producers -------------------------------------------------------------
+
+    @rpc
+    async def submit(
+        self, name: str, payload: bytes, ttl: float | None = None, key: str | None = None
+    ) -> int:
+        """Store one task durably; the answer means it is committed. Full: "overloaded"."""
+        _check_name(name)
+        if ttl is not None and ttl <= 0:
+            raise InvalidArgumentError("ttl must be positive", details={"field": "ttl"})
+        try:
+            task_id, _ = self.store.enqueue(
+                name, payload, now=time.time(), max_pending=self.max_pending, ttl=ttl, key=key
+            )
+        except QueueFullError:
+            raise OverloadedError(
+                f"task queue {name!r} is full ({self.max_pending} pending); retry later"
+            ) from None
+        self._wake(name)
+        return task_id
+
+    @rpc
+    async def push(self, name: str, items: list[bytes]) -> dict[str, int]:
+        """Fire-and-forget messages: kept in memory, bounded; what does not fit is dropped and counted."""
+        _check_name(name)
+        buf = self._streams.get(name)
+        if buf is None:
+            if len(self._streams) >= _MAX_STREAMS:
+                self.counters["stream_dropped"] += len(items)
+                return {"accepted": 0, "dropped": len(items)}
+            buf = self._streams[name] = deque()
+        room = max(0, self.max_stream - len(buf))
+        buf.extend(items[:room])
+        dropped = len(items) - min(room, len(items))
+        self.counters["stream_accepted"] += len(items) - dropped
+        self.counters["stream_dropped"] += dropped
+        if len(items) > dropped:
+            self._wake(name)
+        return {"accepted": len(items) - dropped, "dropped": dropped}
+
+    # -- workers ---------------------------------------------------------------
+
+    @rpc
+    async def fetch(
+        self,
+        worker: str,
+        credit: dict[str, int],
+        max_deliveries: dict[str, int] | None = None,
+        wait_ms: int = 1000,
+    ) -> dict[str, Any]:
+        """Up to ``credit[name]`` deliveries per name; waits up to ``wait_ms`` when there is none."""
+        for name in credit:
+            _check_name(name)
+        credit = {n: min(c, _MAX_CREDIT) for n, c in credit.items() if c > 0}
+        limits = max_deliveries or {}
+        budget = min(wait_ms / 1000.0, max(0.0, (remaining() or 0.0) - 0.5))
+        until = time.monotonic() + budget
+        while True:
+            tasks: list[list[Any]] = []
+            stream: list[list[Any]] = []
+            if worker not in self._leaving:
+                now = time.time()
+                for name, n in credit.items():
+                    leases = self.store.claim(
+                        name, n, now=now, lease=self.lease, max_deliveries=limits.get(name)
+                    )
+                    tasks.extend([x.id, x.name, x.payload, x.deliveries, x.token] for x in leases)
+                    left = n - sum(1 for t in tasks if t[1] == name)
+                    buf = self._streams.get(name)
+                    while buf and left > 0:
+                        stream.append([name, buf.popleft()])
+                        left -= 1
+                    if buf is not None and not buf:
+                        del self._streams[name]
+            left_s = until - time.monotonic()
+            if tasks or stream or left_s <= 0 or worker in self._leaving or self._store is None:
+                self.counters["fetches"] += 1
+                self.counters["stream_delivered"] += len(stream)
+                return {"lease_ms": int(self.lease * 1000), "tasks": tasks, "stream": stream}
+            await self._wait(worker, list(credit), min(left_s, _POLL))
+
+    @rpc
+    async def ack(self, task_id: int, token: int) -> bool:
+        """The handler finished: the task is done and removed. False: the lease was already lost."""
+        return self.store.ack(task_id, token)
+
+    @rpc
+    async def nack(self, task_id: int, token: int, error: str = "", retry_after: float = 0.0) -> str:
+        """The handler raised: a failed delivery. Answers ``retry``, ``dead`` or ``stale``."""
+        return self.store.nack(task_id, token, error, now=time.time(), retry_after=retry_after)
+
+    @rpc
+    async def reject(self, task_id: int, token: int, reason: str) -> bool:
+        """The payload cannot be handled (does not validate): straight to the dead letters."""
+        return self.store.reject(task_id, token, reason, now=time.time())
+
+    @rpc
+    async def release(self, leases: list[tuple[int, int]]) -> int:
+        """Hand deliveries back unrun (worker stopping); they are not counted as tries."""
+        released = sum(self.store.release(task_id, token) for task_id, token in leases)
+        self._wake_all()
+        return released
+
+    @rpc
+    async def renew(self, leases: list[tuple[int, int]]) -> dict[str, Any]:
+        """Extend the leases of running handlers; ``lost`` lists those this worker no longer holds."""
+        lost = self.store.renew(leases, now=time.time(), lease=self.lease)
+        return {"lost": lost, "lease_ms": int(self.lease * 1000)}
+
+    @rpc
+    async def leave(self, worker: str) -> None:
+        """The worker is stopping: its waiting fetches return at once, empty."""
+        now = time.monotonic()
+        self._leaving = {w: t for w, t in self._leaving.items() if now - t < 60.0}
+        self._leaving[worker] = now
+        for fut in self._by_worker.get(worker, ()):
+            if not fut.done():
+                fut.set_result(None)
+
+    # -- operators -------------------------------------------------------------
+
+    @rpc(idempotent=True)
+    async def stats(self) -> dict[str, Any]:
+        """Counters since start, depth per task name, fire-and-forget buffers."""
+        return self.statistics()
+
+    def statistics(self) -> dict[str, Any]:
+        counters = Counter(self.counters)
+        if self._store is not None:
+            counters.update(self._store.counters)
+        return {
+            "path": self.path,
+            "lease_s": self.lease,
+            "max_pending": self.max_pending,
+            "counters": dict(counters),
+            "tasks": self._store.depth(time.time()) if self._store is not None else {},
+            "stream": {name: len(buf) for name, buf in self._streams.items()},
+            "waiting_fetches": len({id(f) for ws in self._waiters.values() for f in ws}),
+        }
+
+    @rpc(idempotent=True)
+    async def dead(self, name: str | None = None, after: int = 0, limit: int = 100) -> list[dict[str, Any]]:
+        """Dead letters, oldest first: id, name, payload, deliveries, reason, last error, times."""
+        return self.store.dead_letters(name=name, after=after, limit=limit)
+
+    @rpc
+    async def replay(
+        self, ids: list[int] | None = None, everything: bool = False, name: str | None = None
+    ) -> int:
+        """Put dead letters back in the queue (``ids``, or ``everything`` optionally of one ``name``)."""
+        if ids is None and not everything:
+            raise InvalidArgumentError("give ids, or everything=true", details={"field": "ids"})
+        count = self.store.replay(ids, name=name, now=time.time())
+        self._wake_all()
+        return count
+
+    @rpc
+    async def purge(
+        self, ids: list[int] | None = None, everything: bool = False, name: str | None = None
+    ) -> int:
+        """Delete dead letters for good (``ids``, or ``everything`` optionally of one ``name``)."""
+        if ids is None and not everything:
+            raise InvalidArgumentError("give ids, or everything=true", details={"field": "ids"})
+        return self.store.purge(ids, name=name)
+
+
+class _QueueComponent:
+    """Shows the broker's counters in ``server.statistics()`` (and so in ``zmicro info``)."""
+
+    name = "queue"
+
+    def __init__(self, queue: TaskQueue) -> None:
+        self._queue = queue
+
+    async def start(self) -> None:
+        return None
+
+    async def stop(self, grace: float) -> None:
+        return None
+
+    def statistics(self) -> dict[str, Any]:
+        return self._queue.statistics()
+
+    def meta(self) -> dict[str, str]:
+        return {"queue": "1"}
+
+
+def _queue_component(server: Server) -> _QueueComponent | None:
+    for instance, _spec in server.hosted():
+        if isinstance(instance, TaskQueue):
+            return _QueueComponent(instance)
+    return None
+
+
+COMPONENT_FACTORIES.append(_queue_component)
