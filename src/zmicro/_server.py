@@ -527,6 +527,15 @@ class Server:
                 # elsewhere before intake stops (the same idea as a pre-stop hook).
                 await asyncio.sleep(min(self.drain_delay, grace))
             self._registered.clear()
+        # Components (task workers, event subscribers) wind down while RPC intake is
+        # still open: their last acknowledgements may go to a service in this process.
+        started = time.monotonic()
+        for component in reversed(self.components):
+            try:
+                await asyncio.wait_for(component.stop(grace), timeout=max(1.0, grace) + 1.0)
+            except Exception:
+                log.exception("component %r failed to stop", component)
+        grace = max(0.5, grace - (time.monotonic() - started))
         self._accepting = False
         rpc = self._rpc
         if rpc is not None:
@@ -543,11 +552,6 @@ class Server:
                 running.task.cancel()
             if leftover:
                 await asyncio.wait([r.task for r in leftover], timeout=1.0)
-        for component in reversed(self.components):
-            try:
-                await asyncio.wait_for(component.stop(grace), timeout=max(1.0, grace) + 1.0)
-            except Exception:
-                log.exception("component %r failed to stop", component)
         for hosted in self._hosted.values():
             try:
                 await asyncio.wait_for(hosted.instance.on_stop(), timeout=max(1.0, grace))
