@@ -26,7 +26,7 @@ Q = "zmicro.queue"
 
 async def until(predicate: Callable[[], bool], seconds: float = 10.0) -> None:
     async with asyncio.timeout(seconds):
-        while not predicate():  # noqa: ASYNC110  # the state polled has no event to wait on
+        while not predicate():  # the state polled has no event to wait on
             await asyncio.sleep(0.01)
 
 

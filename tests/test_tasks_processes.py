@@ -65,7 +65,7 @@ def zmicro_cmd(*args: str) -> subprocess.CompletedProcess[str]:
 
 async def until(predicate: Callable[[], Any], seconds: float) -> None:
     async with asyncio.timeout(seconds):
-        while not await predicate():  # noqa: ASYNC110  # polling another process: no event to wait on
+        while not await predicate():  # polling another process: no event to wait on
             await asyncio.sleep(0.05)
 
 

@@ -25,6 +25,7 @@ from .._errors import (
     PeerLostError,
     ProtocolError,
     RemoteProtocolError,
+    UnavailableError,
     error_from_wire,
 )
 from .._ratelog import RateLimitedLog
@@ -140,10 +141,21 @@ class RpcConnection:
     def _on_timer(self) -> None:
         self._timer = None
         for request_id, waiter in self._table.expire(time.monotonic()):
+            never_sent = request_id in self._unsent
             if not waiter.done():
-                waiter.set_exception(
-                    DeadlineExceededError(f"no reply from {self.endpoint} before the deadline")
-                )
+                if never_sent:
+                    # Not a slow peer: no peer at all. Say so rather than leave a bare timeout.
+                    self.counters["unreachable"] += 1
+                    waiter.set_exception(
+                        UnavailableError(
+                            f"{self.endpoint} could not be reached before the deadline (no connection)",
+                            details={"started": "false", "reason": "unreachable"},
+                        )
+                    )
+                else:
+                    waiter.set_exception(
+                        DeadlineExceededError(f"no reply from {self.endpoint} before the deadline")
+                    )
             self._cancel_remote(request_id)
         nxt = self._table.next_deadline()
         if nxt is not None:
