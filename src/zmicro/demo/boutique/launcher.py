@@ -145,9 +145,16 @@ class Boutique:
 
 
 @contextlib.contextmanager
-def launch(*, http_port: int = 0, http_host: str = "127.0.0.1", timeout: float = 30.0) -> Iterator[Boutique]:
-    """Start the boutique for the duration of the block; stop it (bounded) on the way out."""
+def launch(
+    *, http_port: int = 0, http_host: str = "127.0.0.1", log_dir: Path | None = None, timeout: float = 30.0
+) -> Iterator[Boutique]:
+    """Start the boutique for the duration of the block; stop it (bounded) on the way out.
+
+    Each process's log goes to ``log_dir`` (a new temporary directory by default).
+    """
     shop = Boutique(http_host=http_host, http_port=http_port)
+    if log_dir is not None:
+        shop.log_dir = log_dir
     shop.start(timeout)
     try:
         yield shop
