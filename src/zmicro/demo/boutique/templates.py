@@ -78,7 +78,9 @@ h1 { font-size:1.6rem; margin:0 0 18px; } h2 { font-size:1.2rem; margin:28px 0 1
 button, .button { background:var(--accent); color:#fff; border:0; border-radius:6px; padding:9px 18px;
                   font:inherit; font-weight:600; cursor:pointer; }
 button:hover { background:var(--accent-dark); }
-button.secondary { background:#fff; color:var(--ink); border:1px solid var(--line); }
+.button { display:inline-block; }
+.button:hover { text-decoration:none; }
+button.secondary, .button.secondary { background:#fff; color:var(--ink); border:1px solid var(--line); }
 form.inline { display:flex; gap:10px; align-items:center; }
 select, input { font:inherit; padding:7px 9px; border:1px solid #cbd5e1; border-radius:6px; background:#fff; }
 .ad { margin-top:28px; background:#fffbeb; border:1px solid #fde68a; border-radius:8px; padding:12px 16px; }
