@@ -23,7 +23,8 @@ def test_all_is_exact() -> None:
 
 
 @pytest.mark.parametrize(
-    "module", [m.name for m in pkgutil.walk_packages(zmicro.__path__, "zmicro.") if m.name != "zmicro.__main__"]
+    "module",
+    [m.name for m in pkgutil.walk_packages(zmicro.__path__, "zmicro.") if m.name != "zmicro.__main__"],
 )
 def test_every_module_declares_all(module: str) -> None:
     mod = importlib.import_module(module)
@@ -43,8 +44,10 @@ def test_only_transport_imports_zmq() -> None:
             continue
         tree = ast.parse(path.read_text())
         for node in ast.walk(tree):
-            names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
-                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else ([node.module or ""] if isinstance(node, ast.ImportFrom) else [])
             )
             assert not any(n == "zmq" or n.startswith("zmq.") for n in names), f"{rel} imports zmq"
             if rel.startswith("protocol/"):

@@ -96,7 +96,8 @@ class Page:
 
 
 @pytest.fixture
-async def page(tmp_path: Path) -> AsyncIterator[Page]:
+def devtools_port(tmp_path: Path) -> Iterator[int]:
+    """Start headless Chromium with its DevTools port open; stop it afterwards."""
     assert CHROMIUM is not None
     proc = subprocess.Popen(
         [
@@ -114,18 +115,8 @@ async def page(tmp_path: Path) -> AsyncIterator[Page]:
         while not (port_file.exists() and port_file.read_text().strip()):
             assert time.monotonic() < deadline, "Chromium did not open its DevTools port"
             assert proc.poll() is None, "Chromium exited"
-            await asyncio.sleep(0.1)
-        port = int(port_file.read_text().split()[0])
-        async with aiohttp.ClientSession() as http:
-            async with http.get(f"http://127.0.0.1:{port}/json/list") as resp:
-                targets = await resp.json(content_type=None)
-            ws_url = next(t["webSocketDebuggerUrl"] for t in targets if t["type"] == "page")
-            async with http.ws_connect(ws_url, max_msg_size=64 * 1024 * 1024) as ws:
-                p = Page(ws)
-                await p.send("Page.enable")
-                await p.send("Emulation.setDeviceMetricsOverride", width=1280, height=1600, deviceScaleFactor=1,
-                             mobile=False)  # fmt: skip
-                yield p
+            time.sleep(0.1)
+        yield int(port_file.read_text().split()[0])
     finally:
         proc.terminate()
         try:
@@ -133,6 +124,25 @@ async def page(tmp_path: Path) -> AsyncIterator[Page]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+@pytest.fixture
+async def page(devtools_port: int) -> AsyncIterator[Page]:
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"http://127.0.0.1:{devtools_port}/json/list") as resp:
+            targets = await resp.json(content_type=None)
+        ws_url = next(t["webSocketDebuggerUrl"] for t in targets if t["type"] == "page")
+        async with http.ws_connect(ws_url, max_msg_size=64 * 1024 * 1024) as ws:
+            p = Page(ws)
+            await p.send("Page.enable")
+            await p.send(
+                "Emulation.setDeviceMetricsOverride",
+                width=1280,
+                height=1600,
+                deviceScaleFactor=1,
+                mobile=False,
+            )
+            yield p
 
 
 def _amount(text: str) -> int:
@@ -168,7 +178,9 @@ async def test_shop_in_a_browser(shop: Boutique, page: Page) -> None:
         "document.querySelector('#add-to-cart button[type=submit]').click()"
     )
     assert await page.eval("location.pathname") == "/cart"
-    lines = await page.eval("[...document.querySelectorAll('.item-line td:first-child')].map(e => e.textContent)")
+    lines = await page.eval(
+        "[...document.querySelectorAll('.item-line td:first-child')].map(e => e.textContent)"
+    )
     assert lines == ["Sunglasses"]
     assert await page.eval("document.querySelector('#cart-size').textContent") == "2"
     shipping = _amount(await page.eval("document.querySelector('#shipping-cost').textContent"))

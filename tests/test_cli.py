@@ -20,7 +20,11 @@ pytestmark = pytest.mark.timeout(60)
 
 def zmicro_cmd(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "zmicro", *args], capture_output=True, text=True, timeout=timeout, cwd=ROOT,
+        [sys.executable, "-m", "zmicro", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
         env={**os.environ, "COLUMNS": "200"},
     )
 
@@ -29,7 +33,10 @@ def zmicro_cmd(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[s
 def hello_endpoint() -> Iterator[str]:
     proc = subprocess.Popen(
         [sys.executable, "-m", "zmicro", "run", "examples/hello.py:Greeter", "--bind", "tcp://127.0.0.1:0"],
-        stdout=subprocess.PIPE, text=True, cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     assert proc.stdout is not None
     line = proc.stdout.readline()
@@ -89,14 +96,18 @@ def test_run_rejects_bad_target() -> None:
 @pytest.mark.parametrize("script", ["call_async.py", "call_blocking.py"])
 def test_examples_run(hello_endpoint: str, script: str) -> None:
     r = subprocess.run(
-        [sys.executable, f"examples/{script}", hello_endpoint], capture_output=True, text=True, timeout=30, cwd=ROOT
+        [sys.executable, f"examples/{script}", hello_endpoint],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=ROOT,
     )
     assert r.returncode == 0, r.stderr
     assert "Hello" in r.stdout
 
 
-def test_demo_runs_clean() -> None:
-    r = zmicro_cmd("demo", "--calls", "2000", timeout=120)
+def test_bench_runs_clean() -> None:
+    r = zmicro_cmd("bench", "--calls", "2000", timeout=120)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "zero failures" in r.stdout
 
@@ -107,8 +118,11 @@ def test_version() -> None:
 
 
 def test_argument_parsing() -> None:
-    assert parse_call_args(["who=world", "times=2", "flag=true", "s=\"2\""]) == {
-        "who": "world", "times": 2, "flag": True, "s": "2"
+    assert parse_call_args(["who=world", "times=2", "flag=true", 's="2"']) == {
+        "who": "world",
+        "times": 2,
+        "flag": True,
+        "s": "2",
     }
     assert parse_call_args(['{"a": [1]}']) == {"a": [1]}
     assert parse_target("a.b.c") == ("a.b", "c")

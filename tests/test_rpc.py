@@ -89,7 +89,12 @@ async def test_distinct_outcomes(zmicro_server: ServerFactory, zmicro_client: Cl
     with pytest.raises(zmicro.DeadlineExceededError):
         await client.probe.sleep(seconds=5, _timeout=0.1)
     # one root for all of them
-    for cls in (zmicro.NoSuchServiceError, zmicro.OverloadedError, zmicro.PeerLostError, zmicro.ProtocolError):
+    for cls in (
+        zmicro.NoSuchServiceError,
+        zmicro.OverloadedError,
+        zmicro.PeerLostError,
+        zmicro.ProtocolError,
+    ):
         assert issubclass(cls, zmicro.ZmicroError)
     assert await client.probe.echo(value="alive") == "alive"
 
@@ -140,7 +145,9 @@ async def test_expired_request_is_not_started(zmicro_server: ServerFactory) -> N
     sock = ctx.socket(zmq.DEALER)
     try:
         sock.connect(server.endpoint)
-        await sock.send(p.encode_request(1, "probe", "sleep", p.Headers(deadline_ms=0), {"seconds": 0, "tag": "x"}))
+        await sock.send(
+            p.encode_request(1, "probe", "sleep", p.Headers(deadline_ms=0), {"seconds": 0, "tag": "x"})
+        )
         reply = p.decode(await asyncio.wait_for(sock.recv(), 5))
         assert isinstance(reply, p.ErrorReply)
         assert (reply.id, reply.code) == (1, "deadline_exceeded")
@@ -202,14 +209,15 @@ async def test_plain_def_handler_does_not_block_the_service(
     assert await blocking == 3
 
 
-async def test_overload_is_answered_at_once(zmicro_server: ServerFactory, zmicro_client: ClientFactory) -> None:
+async def test_overload_is_answered_at_once(
+    zmicro_server: ServerFactory, zmicro_client: ClientFactory
+) -> None:
     probe = Probe()
     server = await zmicro_server(probe)
     adm = server._hosted["probe"].admission
     adm.max_active, adm.max_queued = 2, 3
     client = await zmicro_client(server.endpoint)
     calls = [asyncio.ensure_future(client.probe.wait_release(tag=str(i))) for i in range(20)]
-    done, _ = await asyncio.wait(calls, timeout=5, return_when=asyncio.FIRST_COMPLETED)
     async with asyncio.timeout(5):
         while sum(c.done() for c in calls) < 15:
             await asyncio.sleep(0.01)

@@ -28,6 +28,7 @@ __all__ = ("Audit", "RpcSnapshot", "audit", "route_table", "rpc_snapshot", "rpc_
 RpcSnapshot = dict[str, list[dict[str, Any]]]
 """service name -> the ``_zmicro.stats`` of each of its instances, in endpoint order."""
 
+
 async def rpc_snapshot(endpoints: Mapping[str, list[str]]) -> RpcSnapshot:
     async def one(endpoint: str) -> dict[str, Any]:
         async with open_client(endpoint, timeout=5.0) as client:

@@ -255,8 +255,7 @@ def cart_page(
     rows = [(line.product.id, line.product.name, line.quantity, line.price) for line in lines]
     count = sum(line.quantity for line in lines)
     table = (
-        _items_table(rows, shipping, total)
-        + '<div class="actions"><form method="post" action="/cart/empty">'
+        _items_table(rows, shipping, total) + '<div class="actions"><form method="post" action="/cart/empty">'
         '<button class="secondary" type="submit">Empty cart</button></form>'
         '<a class="button secondary" href="/">Continue shopping</a></div>'
     )
