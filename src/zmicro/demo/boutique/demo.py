@@ -38,8 +38,8 @@ async def _shop(
 ) -> tuple[LoadResult, RpcSnapshot, RpcSnapshot, Audit]:
     client = make_client(env={ENV_VAR: format_static(shop.endpoints)})
     try:
-        before = await rpc_snapshot(shop.endpoints)
         orders_before = int((await client.checkout.order_log())["placed"])
+        before = await rpc_snapshot(shop.endpoints)
         if console.is_terminal:
             with Live(console=console, refresh_per_second=4, transient=False) as live:
 
@@ -96,8 +96,8 @@ def run_boutique_demo(
     console.print(rpc_table(before, after, result.seconds))
     console.print(
         f"orders placed {checked.orders_placed}, checkouts completed {checked.checkouts}, "
-        f"confirmation emails {checked.confirmations}, "
-        f"carts checked empty after checkout {checked.carts_checked}"
+        f"confirmation emails {checked.confirmations}; "
+        f"carts emptied by checkout: {checked.carts_checked} shoppers checked"
     )
     for route, stats in result.routes.items():
         if stats.errors:

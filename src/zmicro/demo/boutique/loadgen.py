@@ -7,8 +7,8 @@ check out 1 (add to cart, then place the order with a valid VISA number). A
 request fails on a network error, a timeout or an HTTP status of 400 or more.
 
 It also remembers what the shop should now hold: the order ids it was shown and,
-per user, whether its last cart action was a completed checkout (so its cart
-must be empty), which ``audit`` in ``report`` checks against the services.
+per user, what its cart must contain (what it added since its last completed
+checkout), which ``audit`` in ``report`` checks against the services.
 """
 
 from __future__ import annotations
@@ -67,7 +67,9 @@ class RouteStats:
 @dataclass
 class UserRecord:
     session_id: str = ""
-    last_cart_action: str = "none"  # none | add | checkout | unknown (a cart request failed)
+    checkouts: int = 0
+    expected_cart: dict[str, int] | None = field(default_factory=dict)
+    """Product id -> quantity the cart must hold; ``None`` once a cart request failed (unknown)."""
 
 
 @dataclass
@@ -149,7 +151,11 @@ class _User:
         await self.request("GET /product/{id}", "GET", f"/product/{product_id}")
         form = {"product_id": product_id, "quantity": str(self.rng.randint(1, 10))}
         ok = await self.request("POST /cart", "POST", "/cart", form) is not None
-        self.record.last_cart_action = "add" if ok else "unknown"
+        expected = self.record.expected_cart
+        if not ok:
+            self.record.expected_cart = None
+        elif expected is not None:
+            expected[product_id] = expected.get(product_id, 0) + int(form["quantity"])
 
     async def view_cart(self) -> None:
         await self.request("GET /cart", "GET", "/cart")
@@ -173,9 +179,10 @@ class _User:
         found = _ORDER_ID.search(page or "")
         if found is not None:
             self.result.order_ids.append(found.group(1))
-            self.record.last_cart_action = "checkout"
+            self.record.checkouts += 1
+            self.record.expected_cart = {}
         else:
-            self.record.last_cart_action = "unknown"
+            self.record.expected_cart = None
             if page is not None:  # a 2xx page without an order is a failure too
                 stats = self.result.routes["POST /cart/checkout"]
                 stats.failures += 1

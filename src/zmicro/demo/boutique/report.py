@@ -3,8 +3,9 @@
 ``rpc_snapshot`` reads each instance's built-in ``_zmicro.stats``; the RPC table
 shows the difference between two snapshots, so that only the load is counted.
 ``audit`` checks the shop's state against what the load generator saw: one order
-per completed checkout, one confirmation email per order, and an empty cart for
-every user whose last cart action was a checkout.
+per completed checkout, one confirmation email per order, and, for every user who
+checked out, a cart holding exactly what it added after its last checkout (so the
+checkout emptied it).
 """
 
 from __future__ import annotations
@@ -71,8 +72,8 @@ def route_table(result: LoadResult) -> Table:
 def rpc_table(before: RpcSnapshot, after: RpcSnapshot, seconds: float) -> Table:
     table = Table(title="Internal RPC per service (servers' counters during the load)", title_justify="left")
     table.add_column("service", no_wrap=True)
-    for col in ("instances", "calls", "per instance", "errors", "overloaded", "calls/s"):
-        table.add_column(col, justify="right")
+    for col in ("inst.", "calls", "per instance", "errors", "overload", "calls/s"):
+        table.add_column(col, justify="right", no_wrap=col == "per instance")
     total_calls = 0
     for name in after:
         if name == "frontend":
@@ -127,10 +128,13 @@ async def audit(client: Client, result: LoadResult, orders_before: int = 0) -> A
         found.problems.append(f"{sent.duplicates} duplicate confirmations")
     if log.announce_failures:
         found.problems.append(f"{log.announce_failures} orders could not be announced")
-    checked = [u for u in result.users if u.last_cart_action == "checkout" and u.session_id]
+    checked = [u for u in result.users if u.checkouts and u.expected_cart is not None and u.session_id]
     carts = await asyncio.gather(*(client.cart.get_cart(user_id=u.session_id) for u in checked))
     found.carts_checked = len(checked)
-    full = [c for c in (convert(raw, Cart) for raw in carts) if c.items]
-    if full:
-        found.problems.append(f"{len(full)} carts not empty after their user's checkout")
+    wrong = 0
+    for user, raw in zip(checked, carts, strict=True):
+        held = {item.product_id: item.quantity for item in convert(raw, Cart).items}
+        wrong += held != user.expected_cart
+    if wrong:
+        found.problems.append(f"{wrong} carts do not hold what was added after the last checkout")
     return found
