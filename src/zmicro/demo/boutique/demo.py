@@ -7,8 +7,12 @@ service did not exit cleanly; ``--serve`` keeps the shop up for a person instead
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
+import signal
 import time
+from collections.abc import Iterator
+from types import FrameType
 
 from rich.console import Console
 from rich.live import Live
@@ -72,14 +76,45 @@ def _serve(shop: Boutique, console: Console) -> int:
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:
-        console.print("stopping ...")
+        console.print("stopping the shop ...")
     return 0
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def _stop_on_signals() -> Iterator[None]:
+    """Ctrl-C and SIGTERM unwind through the launcher, which stops every service process.
+
+    Set explicitly: a process started in the background may inherit an ignored SIGINT,
+    and SIGTERM would otherwise end this process and leave the services running.
+    """
+    previous = {
+        signal.SIGINT: signal.signal(signal.SIGINT, signal.default_int_handler),
+        signal.SIGTERM: signal.signal(signal.SIGTERM, _interrupt),
+    }
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def run_boutique_demo(
     *, users: int = 10, duration: float = 15.0, serve: bool = False, port: int | None = None, console: Console
 ) -> int:
     """Start the boutique; then serve it (``serve``) or run the load and report. Returns the exit code."""
+    with _stop_on_signals():
+        try:
+            return _run(users, duration, serve, port, console)
+        except KeyboardInterrupt:
+            console.print("interrupted; every service process was stopped")
+            return 130
+
+
+def _run(users: int, duration: float, serve: bool, port: int | None, console: Console) -> int:
     console.print("[bold]zmicro demo[/]: Online Boutique, ten services in separate processes, over ZeroMQ")
     with launch(http_port=port if port is not None else (8080 if serve else 0)) as shop:
         console.print(

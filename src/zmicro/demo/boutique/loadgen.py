@@ -222,17 +222,22 @@ async def run_load(
         )
         for _ in range(users)
     ]
+    shoppers = [
+        _User(base_url, s, result, random.Random(master.getrandbits(64)), product_ids) for s in sessions
+    ]
+    run = asyncio.gather(*(u.run(deadline) for u in shoppers))
     try:
-        shoppers = [
-            _User(base_url, s, result, random.Random(master.getrandbits(64)), product_ids) for s in sessions
-        ]
-        run = asyncio.gather(*(u.run(deadline) for u in shoppers))
         while not run.done():
             await asyncio.wait([run], timeout=progress_every)
             if progress is not None:
                 progress(result)
         await run
     finally:
+        if not run.done():  # interrupted: stop the shoppers before closing their sessions
+            run.cancel()
+            await asyncio.wait([run], timeout=5.0)
+        if run.done() and not run.cancelled():
+            run.exception()  # retrieved here; the normal path has raised it already
         for s in sessions:
             await s.close()
         await connector.close()
