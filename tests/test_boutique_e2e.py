@@ -115,10 +115,11 @@ async def test_checkout_empties_the_cart_and_sends_one_email(
     assert re.search(r'id="tracking-id">[A-Z]{2}-\d{5}-\d{5}<', page)
     assert 'id="order-total">$65.96<' in page  # 3 x 18.99 + 8.99 shipping
     assert convert(await client.cart.get_cart(user_id=user), Cart).items == []
-    sent = await client.email.sent_confirmations()
-    assert sent["order_ids"].count(order_id) == 1
-    log = await client.checkout.order_log()
-    assert {"order_id": order_id, "user_id": user} in log["recent"]
+    assert await client.email.confirmed(order_ids=[order_id, "not-an-order"]) == [order_id]
+    assert (await client.email.sent_confirmations())["duplicates"] == 0
+    placed = [{"order_id": order_id, "user_id": user}]
+    assert await client.checkout.find_orders(order_ids=[order_id]) == placed
+    assert (await client.checkout.order_log(limit=1))["recent"] == placed
 
 
 async def test_currency_is_per_session(browser: aiohttp.ClientSession) -> None:

@@ -410,6 +410,10 @@ async def test_checkout_places_the_order(
     assert fakes["email"].events == [OrderPlaced("a@example.com", "alice", order)]
     log = await client.checkout.order_log()
     assert log["placed"] == 1 and log["recent"] == [{"order_id": order.order_id, "user_id": "alice"}]
+    assert await client.checkout.find_orders(order_ids=["nope", order.order_id]) == log["recent"]
+    assert (await client.checkout.order_log(limit=0))["recent"] == []
+    with pytest.raises(zmicro.InvalidArgumentError):
+        await client.checkout.find_orders(order_ids=["x"] * 1001)
     assert "53.40" in render_confirmation(fakes["email"].events[0])
 
 
@@ -439,6 +443,7 @@ async def test_email_sends_once_per_order(zmicro_server: Start, zmicro_client: C
     await client.email.order_placed(event=event)
     await client.email.order_placed(event=event)  # a repeated delivery
     sent = await client.email.sent_confirmations()
-    assert sent == {"total": 1, "duplicates": 1, "order_ids": ["o-1"]}
+    assert sent == {"total": 1, "duplicates": 1}
+    assert await client.email.confirmed(order_ids=["o-2", "o-1"]) == ["o-1"]
     text = render_confirmation(event)
     assert "To: a@example.com" in text and "o-1" in text and "$11.99" in text and "$3.00" in text

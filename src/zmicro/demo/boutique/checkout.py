@@ -8,15 +8,17 @@ is the one place that becomes an "order.placed" event when events arrive.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import uuid
-from collections import deque
+from collections import OrderedDict
+from typing import Annotated
 
 import msgspec
 
 import zmicro
 
-from .model import Address, Cart, CreditCard, Order, OrderItem, OrderPlaced, PlacedOrder, Product
+from .model import Address, Cart, CreditCard, Order, OrderIds, OrderItem, OrderPlaced, PlacedOrder, Product
 from .money import Money, add, multiply, sum_money
 from .wiring import convert, make_client
 
@@ -29,6 +31,7 @@ class OrderLog(msgspec.Struct, frozen=True):
     placed: int
     announce_failures: int
     recent: list[PlacedOrder]
+    """The last orders placed, newest last (as many as asked for)."""
 
 
 class Checkout(zmicro.Service):
@@ -38,7 +41,7 @@ class Checkout(zmicro.Service):
     keep_recent = 100_000
 
     def __init__(self) -> None:
-        self._recent: deque[PlacedOrder] = deque(maxlen=self.keep_recent)
+        self._recent: OrderedDict[str, str] = OrderedDict()  # order id -> user id, oldest first
         self._placed = 0
         self._announce_failures = 0
 
@@ -74,7 +77,9 @@ class Checkout(zmicro.Service):
         await c.cart.empty_cart(user_id=user_id)
         order = Order(str(uuid.uuid4()), tracking_id, shipping_cost, address, items, total)
         self._placed += 1
-        self._recent.append(PlacedOrder(order.order_id, user_id))
+        self._recent[order.order_id] = user_id
+        if len(self._recent) > self.keep_recent:
+            self._recent.popitem(last=False)
         await self.announce_order_placed(OrderPlaced(email, user_id, order))
         return order
 
@@ -87,6 +92,12 @@ class Checkout(zmicro.Service):
             log.warning("order %s placed, but the confirmation failed: %s", event.order.order_id, exc)
 
     @zmicro.rpc(idempotent=True)
-    async def order_log(self) -> OrderLog:
-        """How many orders were placed, and the most recent ones with their users."""
-        return OrderLog(self._placed, self._announce_failures, list(self._recent))
+    async def order_log(self, limit: Annotated[int, msgspec.Meta(ge=0, le=1000)] = 100) -> OrderLog:
+        """How many orders were placed, and the last ``limit`` with their users."""
+        recent = list(itertools.islice(reversed(self._recent.items()), limit))[::-1]
+        return OrderLog(self._placed, self._announce_failures, [PlacedOrder(o, u) for o, u in recent])
+
+    @zmicro.rpc(idempotent=True)
+    async def find_orders(self, order_ids: OrderIds) -> list[PlacedOrder]:
+        """Those of ``order_ids`` that were placed here (among the most recent ones)."""
+        return [PlacedOrder(oid, self._recent[oid]) for oid in order_ids if oid in self._recent]

@@ -16,7 +16,7 @@ import msgspec
 
 import zmicro
 
-from .model import OrderPlaced
+from .model import OrderIds, OrderPlaced
 from .money import format_money, multiply
 
 __all__ = ("EmailService", "SentConfirmations", "render_confirmation")
@@ -27,7 +27,6 @@ log = logging.getLogger("zmicro.demo.boutique.email")
 class SentConfirmations(msgspec.Struct, frozen=True):
     total: int
     duplicates: int
-    order_ids: list[str]
 
 
 def render_confirmation(event: OrderPlaced) -> str:
@@ -60,7 +59,10 @@ def render_confirmation(event: OrderPlaced) -> str:
 
 
 class EmailService(zmicro.Service):
-    """Order confirmations; ``sent_confirmations`` tells which orders got one."""
+    """Order confirmations; ``sent_confirmations`` counts them, ``confirmed`` tells which orders got one.
+
+    It remembers the last ``keep_recent`` order ids (to drop repeated deliveries).
+    """
 
     name = "email"
     keep_recent = 100_000
@@ -89,6 +91,12 @@ class EmailService(zmicro.Service):
 
     @zmicro.rpc(idempotent=True)
     async def sent_confirmations(self) -> SentConfirmations:
-        """How many confirmations went out, and for which orders (the most recent ones)."""
+        """How many confirmations went out, and how many repeated deliveries were dropped."""
         with self._lock:
-            return SentConfirmations(self._total, self._duplicates, list(self._recent))
+            return SentConfirmations(self._total, self._duplicates)
+
+    @zmicro.rpc(idempotent=True)
+    async def confirmed(self, order_ids: OrderIds) -> list[str]:
+        """Those of ``order_ids`` whose confirmation went out (among the most recent ones)."""
+        with self._lock:
+            return [oid for oid in order_ids if oid in self._seen]

@@ -19,6 +19,7 @@ __all__ = (
     "CartItem",
     "CreditCard",
     "Order",
+    "OrderIds",
     "OrderItem",
     "OrderPlaced",
     "PlacedOrder",
@@ -27,6 +28,8 @@ __all__ = (
 )
 
 Quantity = Annotated[int, msgspec.Meta(ge=1, le=1000)]
+OrderIds = Annotated[list[str], msgspec.Meta(max_length=1000)]
+"""A batch of order ids in one query (bounded, so that a query and its answer stay small)."""
 _Text = Annotated[str, msgspec.Meta(max_length=200)]
 
 

@@ -26,6 +26,8 @@ from .wiring import convert
 
 __all__ = ("Audit", "RpcSnapshot", "audit", "route_table", "rpc_snapshot", "rpc_table")
 
+_BATCH = 1000  # order ids per query (the services' bound)
+
 RpcSnapshot = dict[str, list[dict[str, Any]]]
 """service name -> the ``_zmicro.stats`` of each of its instances, in endpoint order."""
 
@@ -111,17 +113,22 @@ class Audit:
 async def audit(client: Client, result: LoadResult, orders_before: int = 0) -> Audit:
     """Compare the shop's state with what the load generator saw (see the module docstring)."""
     found = Audit(checkouts=result.checkouts)
-    log = convert(await client.checkout.order_log(), OrderLog)
+    log = convert(await client.checkout.order_log(limit=0), OrderLog)
     sent = convert(await client.email.sent_confirmations(), SentConfirmations)
     found.orders_placed = log.placed - orders_before
-    found.confirmations = len(set(sent.order_ids) & set(result.order_ids))
     if found.orders_placed != result.checkouts:
         found.problems.append(
             f"{found.orders_placed} orders placed but {result.checkouts} checkouts completed"
         )
-    placed_ids = {o.order_id for o in log.recent}
-    if missing := set(result.order_ids) - placed_ids:
-        found.problems.append(f"{len(missing)} confirmed order ids unknown to checkout")
+    known = 0
+    for start in range(0, len(result.order_ids), _BATCH):
+        batch = result.order_ids[start : start + _BATCH]
+        known += len(await client.checkout.find_orders(order_ids=batch))
+        found.confirmations += len(await client.email.confirmed(order_ids=batch))
+    if known != len(result.order_ids):
+        found.problems.append(
+            f"{len(result.order_ids) - known} order ids shown to shoppers unknown to checkout"
+        )
     if found.confirmations != len(result.order_ids):
         found.problems.append(f"{found.confirmations} confirmation emails for {len(result.order_ids)} orders")
     if sent.duplicates:
