@@ -106,8 +106,8 @@ def test_examples_run(hello_endpoint: str, script: str) -> None:
     assert "Hello" in r.stdout
 
 
-def test_demo_runs_clean() -> None:
-    r = zmicro_cmd("demo", "--calls", "2000", timeout=120)
+def test_bench_runs_clean() -> None:
+    r = zmicro_cmd("bench", "--calls", "2000", timeout=120)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "zero failures" in r.stdout
 

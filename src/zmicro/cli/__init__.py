@@ -1,4 +1,4 @@
-"""The ``zmicro`` command: run, call, info, demo, version."""
+"""The ``zmicro`` command: run, call, info, demo, bench, version."""
 
 from __future__ import annotations
 
@@ -219,16 +219,41 @@ def info(target: str, timeout: float, as_json: bool) -> None:
 
 
 @cli.command()
+@click.option(
+    "--users", default=10, show_default=True, type=click.IntRange(1, 1000), help="Simulated shoppers."
+)
+@click.option(
+    "--duration", default=15.0, show_default=True, type=click.FloatRange(1, 3600), help="Seconds of shopping."
+)
+@click.option("--serve", is_flag=True, help="Keep the shop open for a browser instead of running the load.")
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=None,
+    help="HTTP port of the shop  [default: 8080 with --serve, else a free one]",
+)
+def demo(users: int, duration: float, serve: bool, port: int | None) -> None:
+    """Run the Online Boutique: ten services in their own processes, a web shop, simulated shoppers.
+
+    Reports requests, failures and latency per page and the RPC calls per service;
+    exits 1 if anything failed. With --serve, prints the shop's URL and keeps it open.
+    """
+    from ..demo.boutique.demo import run_boutique_demo
+
+    sys.exit(run_boutique_demo(users=users, duration=duration, serve=serve, port=port, console=out))
+
+
+@cli.command()
 @click.option("--calls", default=20_000, show_default=True, help="Calls in the throughput phase.")
 @click.option("--concurrency", default=128, show_default=True, help="Calls in flight at once.")
 @click.option("--uvloop", is_flag=True, help="Run the load generator on uvloop.")
-def demo(calls: int, concurrency: int, uvloop: bool) -> None:
-    """Start a demo service in its own process, drive real calls through it, report speed and errors."""
-    from ..demo import run_demo
+def bench(calls: int, concurrency: int, uvloop: bool) -> None:
+    """Start a greeter service in its own process, drive calls through one connection, report speed."""
+    from ..demo import run_bench
 
     if uvloop:
         _install_uvloop()
-    sys.exit(run_demo(calls=calls, concurrency=concurrency, console=out))
+    sys.exit(run_bench(calls=calls, concurrency=concurrency, console=out))
 
 
 @cli.command()

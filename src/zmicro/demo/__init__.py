@@ -1,8 +1,9 @@
-"""``zmicro demo``: start a service in its own process and drive real calls through it.
+"""The demos. ``zmicro demo`` runs the Online Boutique (``demo.boutique``); this module
+holds ``zmicro bench``: one greeter service in its own process, driven hard.
 
-It exercises the path every user takes (a separate server process, TCP on loopback,
-one client connection with many calls in flight) and reports throughput, latency and
-failures; any failure makes the exit code 1.
+The bench exercises the path every user takes (a separate server process, TCP on
+loopback, one client connection with many calls in flight) and reports throughput,
+latency and failures; any failure makes the exit code 1.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from .. import _service
 from .._client import Client, open_client
 from .._errors import CallError
 
-__all__ = ("Greeter", "run_demo")
+__all__ = ("Greeter", "run_bench")
 
 
 class Greeter(_service.Service):
@@ -111,9 +112,9 @@ async def _main(endpoint: str, calls: int, concurrency: int) -> list[_Phase]:
     return phases
 
 
-def run_demo(*, calls: int = 20_000, concurrency: int = 128, console: Console | None = None) -> int:
+def run_bench(*, calls: int = 20_000, concurrency: int = 128, console: Console | None = None) -> int:
     console = console or Console()
-    console.print("[bold]zmicro demo[/]: starting the greeter service in its own process ...")
+    console.print("[bold]zmicro bench[/]: starting the greeter service in its own process ...")
     proc, endpoint = start_server()
     try:
         console.print(f"service up at {endpoint}; driving calls over one connection ...")
@@ -125,7 +126,7 @@ def run_demo(*, calls: int = 20_000, concurrency: int = 128, console: Console | 
         except subprocess.TimeoutExpired:
             proc.kill()
             code = -9
-    table = Table(title="zmicro demo: RPC over TCP loopback, separate processes", title_justify="left")
+    table = Table(title="zmicro bench: RPC over TCP loopback, separate processes", title_justify="left")
     for col in ("phase", "calls", "failures", "calls/s", "p50 ms", "p99 ms"):
         table.add_column(col, justify="left" if col == "phase" else "right")
     for ph in phases:
@@ -144,7 +145,7 @@ def run_demo(*, calls: int = 20_000, concurrency: int = 128, console: Console | 
             console.print(f"[red]{ph.name}: errors {ph.errors}[/]")
     console.print(f"server exited with code {code} after SIGTERM")
     if failures or code != 0:
-        console.print("[red bold]demo FAILED[/]")
+        console.print("[red bold]bench FAILED[/]")
         return 1
-    console.print("[green bold]demo OK[/]: zero failures")
+    console.print("[green bold]bench OK[/]: zero failures")
     return 0
