@@ -6,6 +6,7 @@ import os
 import re
 import subprocess
 import sys
+from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -14,11 +15,13 @@ import pytest
 from yarl import URL
 
 import zmicro
+from zmicro.demo.boutique.demo import wait_for_confirmations
 from zmicro.demo.boutique.launcher import Boutique, launch
 from zmicro.demo.boutique.loadgen import run_load
 from zmicro.demo.boutique.model import Cart
 from zmicro.demo.boutique.report import audit
-from zmicro.demo.boutique.wiring import ENV_VAR, convert, format_static, make_client
+from zmicro.demo.boutique.wiring import convert, make_client
+from zmicro.discovery._embedded import EmbeddedRegistry
 
 ROOT = Path(__file__).parent.parent
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
@@ -47,7 +50,7 @@ def shop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Boutique]:
 
 @pytest.fixture
 async def client(shop: Boutique) -> AsyncIterator[zmicro.Client]:
-    c = make_client(env={ENV_VAR: format_static(shop.endpoints)})
+    c = make_client(env={"ZMICRO_REGISTRY": shop.registry_url})  # every service by name
     yield c
     await c.aclose()
 
@@ -60,12 +63,20 @@ async def browser(shop: Boutique) -> AsyncIterator[aiohttp.ClientSession]:
         yield session
 
 
-def test_every_service_is_up_with_its_instances(shop: Boutique) -> None:
+async def test_every_service_is_registered_with_its_instances(shop: Boutique) -> None:
     assert len(shop.endpoints["productcatalog"]) == 2
     assert len(shop.endpoints["currency"]) == 2
     leaves = {"productcatalog", "currency", "cart", "shipping", "payment", "email", "ad"}
-    assert set(shop.endpoints) == leaves | {"recommendation", "checkout", "frontend"}
+    expected = leaves | {"recommendation", "checkout", "frontend", "zmicro.queue"}
+    assert set(shop.endpoints) == expected
     assert shop.url.startswith("http://127.0.0.1:")
+    registry = EmbeddedRegistry(shop.registry_url)
+    try:
+        listed = await registry.instances()
+    finally:
+        await registry.aclose()
+    by_service = Counter(i.service for i in listed)
+    assert by_service == {name: len(eps) for name, eps in shop.endpoints.items()}
 
 
 async def test_short_load_is_clean_and_consistent(shop: Boutique, client: zmicro.Client) -> None:
@@ -78,6 +89,7 @@ async def test_short_load_is_clean_and_consistent(shop: Boutique, client: zmicro
         n: r.requests for n, r in result.routes.items()
     }
     assert result.checkouts > 0
+    await wait_for_confirmations(client)  # sent by queue workers, after the orders
     checked = await audit(client, result, orders_before)
     assert checked.problems == []
     assert checked.orders_placed == result.checkouts
@@ -115,6 +127,7 @@ async def test_checkout_empties_the_cart_and_sends_one_email(
     assert re.search(r'id="tracking-id">[A-Z]{2}-\d{5}-\d{5}<', page)
     assert 'id="order-total">$65.96<' in page  # 3 x 18.99 + 8.99 shipping
     assert convert(await client.cart.get_cart(user_id=user), Cart).items == []
+    await wait_for_confirmations(client)
     assert await client.email.confirmed(order_ids=[order_id, "not-an-order"]) == [order_id]
     assert (await client.email.sent_confirmations())["duplicates"] == 0
     placed = [{"order_id": order_id, "user_id": user}]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 from collections.abc import Awaitable, Callable
 from fractions import Fraction
@@ -12,6 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import zmicro
+from conftest import free_port
 from zmicro.demo.boutique import money as mo
 from zmicro.demo.boutique.ad import AdService
 from zmicro.demo.boutique.cards import CardError, card_brand, is_expired, luhn_valid, validate_card
@@ -434,14 +436,22 @@ async def test_checkout_refuses_empty_carts_and_declined_cards(
     assert (await client.checkout.order_log())["placed"] == 0
 
 
-async def test_email_sends_once_per_order(zmicro_server: Start, zmicro_client: Connect) -> None:
-    server = await zmicro_server(EmailService())
+async def test_email_sends_once_per_order(
+    zmicro_server: Start, zmicro_client: Connect, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    monkeypatch.setenv("ZMICRO_STATIC", f"zmicro.queue={endpoint}")  # the email service's own client
+    email = EmailService()
+    server = await zmicro_server(zmicro.TaskQueue(":memory:"), email, bind=endpoint)
     client = await zmicro_client(server.endpoint)
     lines = [OrderItem(CartItem("P1", 2), Money("USD", 1, 500_000_000))]
     order = Order("o-1", "TR-1", Money("USD", 8, 990_000_000), ADDRESS, lines, Money("USD", 11, 990_000_000))
     event = OrderPlaced("a@example.com", "alice", order)
-    await client.email.order_placed(event=event)
-    await client.email.order_placed(event=event)  # a repeated delivery
+    await client.email.order_placed(event=event)  # queued as a task, sent by the worker pool
+    async with asyncio.timeout(10):
+        while (await client.email.sent_confirmations())["total"] < 1:
+            await asyncio.sleep(0.05)
+    email.send_confirmation(event)  # a repeated delivery from the at-least-once queue
     sent = await client.email.sent_confirmations()
     assert sent == {"total": 1, "duplicates": 1}
     assert await client.email.confirmed(order_ids=["o-2", "o-1"]) == ["o-1"]

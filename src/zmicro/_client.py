@@ -47,6 +47,7 @@ class Client:
     Services are found by name: through ``registry`` (by default the one named by
     ``ZMICRO_REGISTRY``, else the embedded registry on this machine), or through fixed
     ``endpoints`` (one endpoint for every service, or a mapping of service to endpoints).
+    The client owns its registry object and closes it in ``aclose``.
 
     Example::
 
@@ -231,7 +232,7 @@ class Client:
         if self._producer is not None and not self.closed:
             await self._producer.aclose()
         self.closed = True
-        self._router.close()
+        await self._router.aclose()
 
 
 class ServiceProxy:

@@ -174,6 +174,12 @@ class Router:
         out.update({ep: {**conn.statistics(), "retired": 1} for ep, conn in self._retired.items()})
         return out
 
+    async def aclose(self) -> None:
+        """Close every connection, and the registry (a client owns the one it was given)."""
+        self.close()
+        if self._registry is not None:
+            await self._registry.aclose()
+
     def close(self) -> None:
         self.closed = True
         if callable(self._unwatch):

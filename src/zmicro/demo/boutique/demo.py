@@ -18,10 +18,11 @@ from rich.console import Console
 from rich.live import Live
 from rich.text import Text
 
+from ..._client import Client
 from .launcher import Boutique, launch
 from .loadgen import LoadResult, run_load
 from .report import Audit, RpcSnapshot, audit, route_table, rpc_snapshot, rpc_table
-from .wiring import ENV_VAR, format_static, make_client
+from .wiring import make_client
 
 __all__ = ("run_boutique_demo",)
 
@@ -40,7 +41,7 @@ def _progress_line(result: LoadResult, duration: float) -> Text:
 async def _shop(
     shop: Boutique, users: int, duration: float, console: Console
 ) -> tuple[LoadResult, RpcSnapshot, RpcSnapshot, Audit]:
-    client = make_client(env={ENV_VAR: format_static(shop.endpoints)})
+    client = make_client(env={"ZMICRO_REGISTRY": shop.registry_url})
     try:
         orders_before = int((await client.checkout.order_log())["placed"])
         before = await rpc_snapshot(shop.endpoints)
@@ -63,10 +64,22 @@ async def _shop(
             result = await run_load(shop.url, users=users, duration=duration, progress=every_5s)
             console.print(_progress_line(result, duration))
         after = await rpc_snapshot(shop.endpoints)
+        await wait_for_confirmations(client)
         checked = await audit(client, result, orders_before)
     finally:
         await client.aclose()
     return result, before, after, checked
+
+
+async def wait_for_confirmations(client: Client, within: float = 20.0) -> None:
+    """Confirmations are sent by queue workers after the order: let the queue catch up."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        placed = int((await client.checkout.order_log(limit=0))["placed"])
+        sent = int((await client.email.sent_confirmations())["total"])
+        if sent >= placed:
+            return
+        await asyncio.sleep(0.2)
 
 
 def _serve(shop: Boutique, console: Console) -> int:

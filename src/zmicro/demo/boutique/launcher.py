@@ -1,9 +1,9 @@
 """Starts the whole boutique: every service in its own ``zmicro run`` process, on free ports.
 
-Services start in dependency order (the leaves first, the frontend last). Each
-process reads its first stdout line for the endpoint it bound, and each later
-stage is given, in ``ZMICRO_STATIC``, the name-to-endpoints map of everything
-started before it, which covers everything it calls. Stopping is the reverse:
+First an embedded registry and the task queue; then the services in dependency
+order (the leaves first, the frontend last), each registering under its name, so
+that every caller finds every instance by name and balances over them. Each process
+prints the endpoint it bound on its first stdout line. Stopping is the reverse:
 SIGTERM stage by stage (the frontend first), a bounded wait, then SIGKILL.
 
 Example::
@@ -28,7 +28,7 @@ from pathlib import Path
 
 from ..._client import connect
 from .frontend import HTTP_ENV_VAR
-from .wiring import ENV_VAR, format_static
+from .wiring import ENV_VAR
 
 __all__ = ("STAGES", "Boutique", "Instance", "ServiceSpec", "launch")
 
@@ -42,7 +42,10 @@ class ServiceSpec:
     instances: int = 1
 
 
+QUEUE = ServiceSpec("zmicro.queue", "zmicro.queue:TaskQueue")
+
 STAGES: tuple[tuple[ServiceSpec, ...], ...] = (
+    (QUEUE,),
     (
         ServiceSpec("productcatalog", "catalog:ProductCatalog", 2),
         ServiceSpec("currency", "currency:Currency", 2),
@@ -78,6 +81,8 @@ class Boutique:
     stages: list[list[Instance]] = field(default_factory=list)
     endpoints: dict[str, list[str]] = field(default_factory=dict)
     url: str = ""
+    registry_url: str = ""
+    registry_proc: subprocess.Popen[str] | None = None
     started_in: float = 0.0
 
     @property
@@ -88,9 +93,16 @@ class Boutique:
         t0 = time.monotonic()
         deadline = t0 + timeout
         try:
+            self._start_registry(deadline)
+            env = {
+                **os.environ,
+                "ZMICRO_REGISTRY": self.registry_url,
+                "ZMICRO_QUEUE_DB": str(self.log_dir / "queue.sqlite"),
+                "PYTHONUNBUFFERED": "1",
+                HTTP_ENV_VAR: f"{self.http_host}:{self.http_port}",
+            }
+            env.pop(ENV_VAR, None)
             for specs in STAGES:
-                env = {**os.environ, ENV_VAR: format_static(self.endpoints), "PYTHONUNBUFFERED": "1"}
-                env[HTTP_ENV_VAR] = f"{self.http_host}:{self.http_port}"
                 stage = [self._spawn(spec, n, env) for spec in specs for n in range(spec.instances)]
                 self.stages.append(stage)
                 for inst in stage:
@@ -103,10 +115,28 @@ class Boutique:
             raise
         self.started_in = time.monotonic() - t0
 
+    def _start_registry(self, deadline: float) -> None:
+        log_path = self.log_dir / "registry.log"
+        cmd = [
+            sys.executable,
+            "-m",
+            "zmicro",
+            "registry",
+            "--bind",
+            "tcp://127.0.0.1:0",
+            "--probe-interval",
+            "0.5",
+        ]
+        with open(log_path, "w") as log_file:
+            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log_file, text=True)
+        self.registry_proc = proc
+        self.registry_url = self._wait_ready(Instance("zmicro.registry", 0, proc, log_path), deadline)
+
     def _spawn(self, spec: ServiceSpec, n: int, env: dict[str, str]) -> Instance:
         log_path = self.log_dir / f"{spec.name}-{n}.log"
+        target = spec.target if spec.target.startswith("zmicro.") else f"{_PACKAGE}.{spec.target}"
         cmd = [
-            sys.executable, "-m", "zmicro", "--log-level", "INFO", "run", f"{_PACKAGE}.{spec.target}",
+            sys.executable, "-m", "zmicro", "--log-level", "INFO", "run", target,
             "--bind", "tcp://127.0.0.1:0", "--grace", "3",
         ]  # fmt: skip
         with open(log_path, "w") as log_file:
@@ -141,6 +171,15 @@ class Boutique:
                     inst.exit_code = inst.proc.wait()
                 if inst.proc.stdout is not None:
                     inst.proc.stdout.close()
+        if self.registry_proc is not None and self.registry_proc.poll() is None:
+            self.registry_proc.send_signal(signal.SIGTERM)
+            try:
+                self.registry_proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.registry_proc.kill()
+                self.registry_proc.wait()
+        if self.registry_proc is not None and self.registry_proc.stdout is not None:
+            self.registry_proc.stdout.close()
         return {f"{i.service}-{i.index}": i.exit_code for i in self.instances if i.exit_code is not None}
 
 

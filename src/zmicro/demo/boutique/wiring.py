@@ -1,10 +1,10 @@
 """How the boutique's services find each other: by name, through one helper.
 
 Every service that calls others gets its client from ``make_client()``; nothing
-else in the boutique knows where a service lives. Today the name-to-endpoints map
-comes from the ``ZMICRO_STATIC`` environment variable (``service=ep[,ep];...``,
-set by the launcher) and a name with several instances uses its first endpoint.
-When the registry and client-side load balancing land, only this module changes.
+else in the boutique knows where a service lives. The launcher runs an embedded
+registry and names it in ``ZMICRO_REGISTRY``; every call then finds the instances of
+its service there and goes to the least loaded one. A fixed map in ``ZMICRO_STATIC``
+(``service=ep[,ep];...``) takes precedence, for tests that wire services by hand.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 import msgspec
 
 from ..._client import Client
-from ...discovery import parse_static
+from ...discovery import parse_static, registry_from_url
 
 __all__ = ("ENV_VAR", "convert", "format_static", "make_client", "static_endpoints")
 
@@ -38,8 +38,11 @@ def format_static(endpoints: Mapping[str, list[str]]) -> str:
 
 def make_client(*, timeout: float = 5.0, env: Mapping[str, str] | None = None) -> Client:
     """The client a boutique service uses to call the others by name."""
-    text = (os.environ if env is None else env).get(ENV_VAR, "")
-    return Client({name: eps[0] for name, eps in static_endpoints(text).items()}, timeout=timeout)
+    env = os.environ if env is None else env
+    text = env.get(ENV_VAR, "")
+    if text:
+        return Client(static_endpoints(text), timeout=timeout)
+    return Client(registry=registry_from_url(env.get("ZMICRO_REGISTRY", "")), timeout=timeout)
 
 
 def convert(value: Any, type_: type[T]) -> T:
