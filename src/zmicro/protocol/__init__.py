@@ -75,7 +75,37 @@ from ._retry import RetryBudget as RetryBudget
 from ._retry import RetryPolicy as RetryPolicy
 from ._retry import backoff_delay as backoff_delay
 
+from ._codec import MAX_SUBSCRIPTIONS as MAX_SUBSCRIPTIONS
+from ._codec import MAX_TOPIC_LENGTH as MAX_TOPIC_LENGTH
+from ._codec import Event as Event
+from ._codec import Subscribe as Subscribe
+from ._codec import Subscribed as Subscribed
+from ._codec import Subscription as Subscription
+from ._codec import encode_event as encode_event
+from ._codec import encode_subscribe as encode_subscribe
+from ._codec import encode_subscribed as encode_subscribed
+
+from ._eventstate import GapTracker as GapTracker
+from ._eventstate import Stream as Stream
+from ._eventstate import StreamKey as StreamKey
+from ._eventstate import StreamTable as StreamTable
+from ._eventstate import Target as Target
+
 __all__ = (
+    "GapTracker",
+    "Stream",
+    "StreamKey",
+    "StreamTable",
+    "Target",
+    "MAX_SUBSCRIPTIONS",
+    "MAX_TOPIC_LENGTH",
+    "Event",
+    "Subscribe",
+    "Subscribed",
+    "Subscription",
+    "encode_event",
+    "encode_subscribe",
+    "encode_subscribed",
     "MAX_NAME_LENGTH",
     "SIGNATURE",
     "VERSION",
