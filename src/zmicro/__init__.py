@@ -18,6 +18,7 @@ Write a plain class, mark its methods, serve it, call it by name::
 
 from __future__ import annotations
 
+from . import _event_components  # noqa: F401  # registers the event components with the server
 from ._client import (
     BlockingClient as BlockingClient,
 )
@@ -67,12 +68,17 @@ from ._errors import (
 from ._errors import (
     RemoteProtocolError as RemoteProtocolError,
 )
+from ._errors import SlowSubscriberError as SlowSubscriberError
 from ._errors import (
     UnavailableError as UnavailableError,
 )
 from ._errors import (
     ZmicroError as ZmicroError,
 )
+from ._events import EventInfo as EventInfo
+from ._events import EventPublisher as EventPublisher
+from ._events import Publisher as Publisher
+from ._events import event_handler as event_handler
 from ._server import Server as Server
 from ._server import open_server as open_server
 from ._server import run as run
@@ -88,21 +94,26 @@ __all__ = (
     "ClientClosedError",
     "ConfigurationError",
     "DeadlineExceededError",
+    "EventInfo",
+    "EventPublisher",
     "InvalidArgumentError",
     "NoSuchMethodError",
     "NoSuchServiceError",
     "OverloadedError",
     "PeerLostError",
     "ProtocolError",
+    "Publisher",
     "RemoteError",
     "RemoteProtocolError",
     "Server",
     "Service",
+    "SlowSubscriberError",
     "SocketOptions",
     "UnavailableError",
     "ZmicroError",
     "__version__",
     "connect",
+    "event_handler",
     "open_client",
     "open_server",
     "remaining_time",

@@ -18,6 +18,7 @@ skipped and counted: the policies are about slow subscribers, not absent ones.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
@@ -99,17 +100,19 @@ class EventPublisherCore:
                 out.append(f"{service} ({have} of {count} instances)")
         return out
 
-    async def wait_ready(self, timeout: float, expect: Mapping[str, int] | None = None) -> None:
+    async def wait_ready(
+        self,
+        timeout: float,  # noqa: ASYNC109  # the handshake is bounded: the bound is part of the call
+        expect: Mapping[str, int] | None = None,
+    ) -> None:
         """Block until every known subscriber (and ``expect``: service -> instances) subscribed."""
         deadline = time.monotonic() + timeout
         while missing := self.missing(expect):
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise TimeoutError(f"subscribers not connected after {timeout}s: {', '.join(missing)}")
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._changed.wait(), min(remaining, 0.5))
-            except TimeoutError:
-                pass
 
     def expire(self) -> None:
         if self.table.expire(time.monotonic()):
