@@ -18,6 +18,7 @@ from .._server import Server, _run
 from .._version import __version__
 from ..transport import libzmq_version, require_libzmq
 from ._args import parse_call_args, parse_target
+from ._events import publish, subscribe
 from ._loading import load_service
 
 __all__ = ("main",)
@@ -62,8 +63,19 @@ def cli(log_level: str) -> None:
 )
 @click.option("--max-message-bytes", default=1024 * 1024, show_default=True, help="Largest request accepted.")
 @click.option("--uvloop", is_flag=True, help="Run on uvloop (faster event loop).")
+@click.option(
+    "--events-from",
+    "event_sources",
+    multiple=True,
+    help="Publisher endpoint to take events from (repeatable).",
+)
 def run(
-    targets: tuple[str, ...], binds: tuple[str, ...], grace: float, max_message_bytes: int, uvloop: bool
+    targets: tuple[str, ...],
+    binds: tuple[str, ...],
+    grace: float,
+    max_message_bytes: int,
+    uvloop: bool,
+    event_sources: tuple[str, ...],
 ) -> None:
     """Serve services: TARGET is FILE.py:Class or module:Class (several allowed).
 
@@ -71,7 +83,13 @@ def run(
     """
     try:
         classes = [load_service(t) for t in targets]
-        server = Server(classes, bind=list(binds), grace=grace, max_message_bytes=max_message_bytes)
+        server = Server(
+            classes,
+            bind=list(binds),
+            grace=grace,
+            max_message_bytes=max_message_bytes,
+            event_sources=list(event_sources),
+        )
     except ZmicroError as exc:
         raise click.UsageError(str(exc)) from None
     if uvloop:
@@ -171,6 +189,22 @@ def info(endpoint: str, timeout: float, as_json: bool) -> None:
         for key in sorted(counters):
             table.add_row(key, str(counters[key]))
         out.print(table)
+    for name, component in stats.get("components", {}).items():
+        table = Table(title=name, title_justify="left")
+        table.add_column("name")
+        table.add_column("value", justify="right")
+        for key, value in _flatten(component):
+            table.add_row(key, str(value))
+        out.print(table)
+
+
+def _flatten(value: Any, prefix: str = "") -> list[tuple[str, Any]]:
+    if not isinstance(value, dict):
+        return [(prefix, value)]
+    rows: list[tuple[str, Any]] = []
+    for key in sorted(value, key=str):
+        rows.extend(_flatten(value[key], f"{prefix}.{key}" if prefix else str(key)))
+    return rows
 
 
 @cli.command()
@@ -190,6 +224,10 @@ def demo(calls: int, concurrency: int, uvloop: bool) -> None:
 def version() -> None:
     """Print the versions of zmicro and libzmq."""
     click.echo(f"zmicro {__version__}, libzmq {'.'.join(map(str, libzmq_version()))}")
+
+
+cli.add_command(publish)
+cli.add_command(subscribe)
 
 
 def main() -> None:
