@@ -131,7 +131,16 @@ class EventSubscriberComponent:
         self.sources: dict[str, EventSource] = {}
         self._queue: collections.deque[tuple[HandlerSpec, Service, Received]] = collections.deque()
         self._workers: set[asyncio.Task[None]] = set()
+        self._running = 0
         self._paused = False
+        self._shedding = False
+        self._pause_timer: asyncio.TimerHandle | None = None
+        # Heartbeats travel behind the data: a connection not read for a heartbeat timeout
+        # is declared dead. Pushing back stops well before that.
+        self.max_pause = min(
+            max(float(getattr(i, "event_max_pause", 10.0)) for i in instances),
+            server.socket_options.heartbeat_timeout_ms / 3000,
+        )
         self.counters: Counter[str] = Counter()
         self._ratelog = RateLimitedLog(log)
         self._unwatch: Any = None
@@ -186,6 +195,14 @@ class EventSubscriberComponent:
             return
         instance, specs = entry
         ev = received.event
+        if self._shedding and len(self._queue) >= self.max_queued:
+            # Pushing back lasted as long as liveness allows: now the overflow is shed
+            # here, and counted as missed on its stream like any other gap.
+            self.counters["shed"] += 1
+            source = self.sources.get(received.source)
+            if source is not None:
+                source.trackers[ev.service].shed(received.gap, received.publisher_restarted)
+            return
         matched = False
         for spec in specs:
             if spec.matches(ev.topic, ev.group):
@@ -194,25 +211,48 @@ class EventSubscriberComponent:
         if not matched:
             self.counters["unhandled"] += 1
             return
-        if len(self._queue) >= self.max_queued and not self._paused:
-            # Push back instead of growing: the publishers meet their high-water mark.
-            self._paused = True
-            self.counters["paused"] += 1
-            for source in self.sources.values():
-                source.pause()
-        while self._queue and len(self._workers) < self.max_concurrency:
+        if len(self._queue) >= self.max_queued and not (self._paused or self._shedding):
+            self._pause()
+        while self._queue and self._running < self.max_concurrency:
+            self._running += 1
             task = asyncio.get_running_loop().create_task(self._work())
             self._workers.add(task)
             task.add_done_callback(self._workers.discard)
 
+    def _pause(self) -> None:
+        # Push back instead of growing: the publishers meet their high-water mark. Only
+        # for a while: a connection that is not read cannot answer heartbeats either.
+        self._paused = True
+        self.counters["paused"] += 1
+        for source in self.sources.values():
+            source.pause()
+        self._pause_timer = asyncio.get_running_loop().call_later(self.max_pause, self._pause_expired)
+
+    def _pause_expired(self) -> None:
+        if self._paused:
+            self.counters["pause_expired"] += 1
+            self._paused, self._shedding = False, True
+            for source in self.sources.values():
+                source.resume()
+
+    def _drained(self) -> None:
+        if self._pause_timer is not None:
+            self._pause_timer.cancel()
+            self._pause_timer = None
+        was_paused, self._paused, self._shedding = self._paused, False, False
+        if was_paused:
+            for source in self.sources.values():
+                source.resume()
+
     async def _work(self) -> None:
-        while self._queue:
-            spec, instance, received = self._queue.popleft()
-            if self._paused and len(self._queue) <= self.max_queued // 2:
-                self._paused = False
-                for source in self.sources.values():
-                    source.resume()
-            await self._run(spec, instance, received)
+        try:
+            while self._queue:
+                spec, instance, received = self._queue.popleft()
+                if (self._paused or self._shedding) and len(self._queue) <= self.max_queued // 2:
+                    self._drained()
+                await self._run(spec, instance, received)
+        finally:
+            self._running -= 1
 
     async def _run(self, spec: HandlerSpec, instance: Service, received: Received) -> None:
         ev = received.event
@@ -248,6 +288,8 @@ class EventSubscriberComponent:
 
     async def stop(self, grace: float) -> None:
         self._closing = True
+        if self._pause_timer is not None:
+            self._pause_timer.cancel()
         if self._unwatch is not None:
             self._unwatch()
         for source in self.sources.values():
@@ -270,7 +312,7 @@ class EventSubscriberComponent:
             "gaps": gaps,
             "publisher_restarts": restarts,
             "queued": len(self._queue),
-            "running": len(self._workers),
+            "running": self._running,
             "max_queued": self.max_queued,
             "max_concurrency": self.max_concurrency,
             "sources": sources,

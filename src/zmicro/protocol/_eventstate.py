@@ -234,6 +234,13 @@ class GapTracker:
         self.pending_gap = 0
         return gap
 
+    def shed(self, gap: int, restarted: bool) -> None:
+        """An event ``on_event`` passed on was dropped locally after all: it is missed too,
+        and what was to be reported with it is reported with the next one."""
+        self.gaps += 1
+        self.pending_gap += gap + 1
+        self.restarted = self.restarted or restarted
+
     def take_restarted(self) -> bool:
         restarted, self.restarted = self.restarted, False
         return restarted
