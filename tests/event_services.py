@@ -17,11 +17,17 @@ class Orders(zmicro.Service):
     events = zmicro.EventPublisher(policy="drop")
 
     @zmicro.rpc
-    async def burst(self, n: int, expect: dict[str, int] | None = None, topic: str = "order.placed") -> int:
+    async def burst(
+        self, n: int, expect: dict[str, int] | None = None, topic: str = "order.placed", size: int = 0
+    ) -> int:
         await self.events.wait_ready(timeout=15.0, expect=expect)
         sent = 0
+        blob = "x" * size
         for i in range(n):
-            sent += await self.events.publish(topic, {"id": i, "total": i * 10})
+            event: dict[str, Any] = {"id": i, "total": i * 10}
+            if size:
+                event["blob"] = blob
+            sent += await self.events.publish(topic, event)
         return sent
 
 
@@ -82,3 +88,24 @@ class Fast(zmicro.Service):
     @zmicro.event_handler("", broadcast=True)
     async def on_event(self, event: dict[str, Any]) -> None:
         self.got.append(event["i"])
+
+
+class Recorder(zmicro.Service):
+    """Records every event it gets and the gaps it was told about."""
+
+    name = "recorder"
+
+    def __init__(self) -> None:
+        self.got = 0
+        self.gaps = 0
+        self.restarts = 0
+
+    @zmicro.event_handler("", broadcast=True)
+    async def on_event(self, info: zmicro.EventInfo) -> None:
+        self.got += 1
+        self.gaps += info.gap
+        self.restarts += info.publisher_restarted
+
+    @zmicro.rpc
+    async def counts(self) -> dict[str, int]:
+        return {"got": self.got, "gaps": self.gaps, "restarts": self.restarts}
