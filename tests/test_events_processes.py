@@ -14,12 +14,18 @@ import pytest
 
 ROOT = Path(__file__).parent.parent
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "200"}
+ZMICRO_RUN = (sys.executable, "-m", "zmicro", "run")
 pytestmark = [pytest.mark.timeout(90), pytest.mark.slow]
 
 
 def zmicro(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "zmicro", *args], capture_output=True, text=True, timeout=timeout, cwd=ROOT, env=ENV
+        [sys.executable, "-m", "zmicro", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+        env=ENV,
     )
 
 
@@ -29,7 +35,7 @@ class Processes:
 
     def serve(self, target: str, *extra: str) -> str:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "zmicro", "run", target, "--bind", "tcp://127.0.0.1:0", "--grace", "1", *extra],
+            [*ZMICRO_RUN, target, "--bind", "tcp://127.0.0.1:0", "--grace", "1", *extra],
             stdout=subprocess.PIPE,
             text=True,
             cwd=ROOT,
@@ -141,7 +147,8 @@ def test_a_frozen_subscriber_process_sees_exactly_what_it_missed(processes: Proc
     finally:
         frozen.send_signal(signal.SIGCONT)
     r = zmicro("info", "--json", pub)
-    stream = next(iter(json.loads(r.stdout)["stats"]["components"]["events.publisher"]["per_stream"].values()))
+    publisher = json.loads(r.stdout)["stats"]["components"]["events.publisher"]
+    stream = next(iter(publisher["per_stream"].values()))
     assert stream["dropped"] > 0  # the drop policy dropped, and counted
     assert sent == 30_000 - stream["dropped"]
     assert call_json(pub, "orders.burst", {"n": 1, "topic": "marker"}) == 1
