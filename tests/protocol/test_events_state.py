@@ -174,3 +174,20 @@ def test_registry_known_streams_are_expected_and_bounded() -> None:
         table.subscribe(("mail", "c"), b"C", [("", "group")], 0.0)
     table.expect({("mail", "a"): (("", "group"),)}, now=1.0)  # b left the registry
     assert [s.instance_id for s in table.streams()] == ["a"]
+
+
+def test_doc_examples_match_the_encoder() -> None:
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "protocol.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"<!--\s*events-hexdump:\s*([\w-]+)\s*-->\s*\n```[^\n]*\n(.*?)\n```", text, re.DOTALL)
+    dumps = {
+        name: bytes.fromhex(" ".join(line.split(":", 1)[1] for line in block.splitlines()))
+        for name, block in blocks
+    }
+    assert dumps == {
+        "subscribe": encode_subscribe("emails", "emails-1", [("order.", "group")]),
+        "subscribed": encode_subscribed("emails", 5, 0),
+        "event": encode_event("emails", 5, 1, True, "order.placed", encode_value({"id": 7})),
+    }
