@@ -1,6 +1,6 @@
 """Call the greeter from asyncio: many calls in flight on one connection.
 
-    python examples/call_async.py tcp://127.0.0.1:5555
+python examples/call_async.py tcp://127.0.0.1:5555
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Call the greeter from a plain script, no asyncio in sight.
 
-    python examples/call_blocking.py tcp://127.0.0.1:5555
+python examples/call_blocking.py tcp://127.0.0.1:5555
 """
 
 from __future__ import annotations

@@ -349,7 +349,7 @@ async def test_request_with_wrong_field_types_is_answered_with_its_id(
         pytest.param(b"ZM\x00\x01" + valid_request(22)[4:], "version 0", id="version-0"),
         pytest.param(b"ZM\xff\x01" + valid_request(23)[4:], "version 255", id="version-255"),
         pytest.param(b"MZ\x01\x01" + valid_request(24)[4:], "signature", id="bad-signature"),
-        pytest.param(b"ZM\x01\x09" + valid_request(25)[4:], "kind 9", id="unknown-kind"),
+        pytest.param(b"ZM\x01\x0a" + valid_request(25)[4:], "kind 10", id="unknown-kind"),
         pytest.param(b"ZM\x01\x00" + valid_request(26)[4:], "kind 0", id="kind-zero"),
     ],
 )

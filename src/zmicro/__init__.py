@@ -19,7 +19,10 @@ Write a plain class, mark its methods, serve it, call it by name::
 from __future__ import annotations
 
 # Work queues: registers the task worker and queue statistics components with the server.
-from . import _worker  # noqa: F401  # imported for its registration only
+from . import (
+    _event_components,  # noqa: F401  # registers the event components with the server
+    _worker,  # noqa: F401  # imported for its registration only
+)
 from ._client import (
     BlockingClient as BlockingClient,
 )
@@ -69,12 +72,17 @@ from ._errors import (
 from ._errors import (
     RemoteProtocolError as RemoteProtocolError,
 )
+from ._errors import SlowSubscriberError as SlowSubscriberError
 from ._errors import (
     UnavailableError as UnavailableError,
 )
 from ._errors import (
     ZmicroError as ZmicroError,
 )
+from ._events import EventInfo as EventInfo
+from ._events import EventPublisher as EventPublisher
+from ._events import Publisher as Publisher
+from ._events import event_handler as event_handler
 from ._server import Server as Server
 from ._server import open_server as open_server
 from ._server import run as run
@@ -92,22 +100,27 @@ __all__ = (
     "ClientClosedError",
     "ConfigurationError",
     "DeadlineExceededError",
+    "EventInfo",
+    "EventPublisher",
     "InvalidArgumentError",
     "NoSuchMethodError",
     "NoSuchServiceError",
     "OverloadedError",
     "PeerLostError",
     "ProtocolError",
+    "Publisher",
     "RemoteError",
     "RemoteProtocolError",
     "Server",
     "Service",
+    "SlowSubscriberError",
     "SocketOptions",
     "TaskQueue",
     "UnavailableError",
     "ZmicroError",
     "__version__",
     "connect",
+    "event_handler",
     "open_client",
     "open_server",
     "remaining_time",

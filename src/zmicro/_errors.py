@@ -8,6 +8,7 @@
     └── CallError                  a call did not produce a result (has ``.code``)
         ├── DeadlineExceededError  the call's deadline passed
         ├── OverloadedError        the target (or the local queue) is full: retry later
+        │   └── SlowSubscriberError  an event met a full subscriber (policy "raise"/"wait")
         ├── NoSuchServiceError     nobody at the endpoint serves that name
         ├── NoSuchMethodError      the service has no such RPC method
         ├── InvalidArgumentError   arguments failed validation (``.field``)
@@ -39,6 +40,7 @@ __all__ = (
     "ProtocolError",
     "RemoteError",
     "RemoteProtocolError",
+    "SlowSubscriberError",
     "UnavailableError",
     "ZmicroError",
     "error_from_wire",
@@ -82,6 +84,18 @@ class DeadlineExceededError(CallError):
 
 class OverloadedError(CallError):
     code = "overloaded"
+
+
+class SlowSubscriberError(OverloadedError):
+    """A subscriber could not take an event (its queue at the publisher was full).
+
+    The event went to every subscriber that could take it; the others missed it, which
+    was counted and which they will see as a gap. ``details["subscribers"]`` lists them.
+    """
+
+    @property
+    def subscribers(self) -> list[str]:
+        return [s for s in self.details.get("subscribers", "").split(",") if s]
 
 
 class NoSuchServiceError(CallError):

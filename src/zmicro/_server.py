@@ -25,7 +25,7 @@ from typing import Any, Protocol
 
 from . import protocol as p
 from ._context import CallContext, set_current
-from ._errors import CallError, ConfigurationError, InvalidArgumentError
+from ._errors import CallError, ConfigurationError, InvalidArgumentError, ProtocolError
 from ._service import MethodSpec, Service, ServiceSpec, describe_service
 from ._threads import DaemonThreadPool
 from ._version import __version__
@@ -124,6 +124,7 @@ class Server:
         thread_pool_size: int | None = None,
         registry: Registry | None = None,
         drain_delay: float = 1.0,
+        event_sources: Sequence[str] = (),
     ) -> None:
         self._hosted: dict[str, _Hosted] = {}
         for svc in services:
@@ -158,6 +159,10 @@ class Server:
         self.drain_delay = drain_delay
         self.instance_id = uuid.uuid4().hex[:12]
         self._registered: list[Instance] = []
+        self.event_sources = list(event_sources)
+        """Publisher endpoints to take events from, besides those the registry lists."""
+        self.builtins: dict[str, Callable[[dict[str, Any]], Any]] = {}
+        """Extra methods of the built-in service, added by components (``_zmicro.publish``)."""
 
     @property
     def endpoint(self) -> str:
@@ -171,6 +176,10 @@ class Server:
     def hosted(self) -> list[tuple[Service, ServiceSpec]]:
         """Each service instance with its description (for components)."""
         return [(h.instance, h.spec) for h in self._hosted.values()]
+
+    @property
+    def socket_options(self) -> SocketOptions:
+        return self._options
 
     @property
     def rpc(self) -> RpcServer:
@@ -190,11 +199,20 @@ class Server:
             self._rpc.close(0)
             raise
         self._rpc.start()
-        for factory in COMPONENT_FACTORIES:
-            component = factory(self)
-            if component is not None:
-                await component.start()
-                self.components.append(component)
+        try:
+            for factory in COMPONENT_FACTORIES:
+                component = factory(self)
+                if component is not None:
+                    await component.start()
+                    self.components.append(component)
+        except BaseException:
+            # A service the components refuse (a bad handler signature): leave nothing open.
+            for component in reversed(self.components):
+                with contextlib.suppress(Exception):
+                    await component.stop(0)
+            self.components.clear()
+            self._rpc.close(0)
+            raise
         self._accepting = True
         self._started_at = time.monotonic()
         if self.registry is not None:
@@ -463,13 +481,31 @@ class Server:
             rpc.send_reply(peer, req.id, self.statistics(), "_zmicro.stats")
         elif req.method == "ping":
             rpc.send_reply(peer, req.id, "pong", "_zmicro.ping")
+        elif req.method in self.builtins:
+            self._call_builtin(peer, req)
         else:
+            have = ", ".join(["describe", "stats", "ping", *self.builtins])
             rpc.send_error(
                 peer,
                 req.id,
                 "no_such_method",
-                f"built-in service {BUILTIN!r} has describe, stats and ping; not {req.method!r}",
+                f"built-in service {BUILTIN!r} has {have}; not {req.method!r}",
             )
+
+    def _call_builtin(self, peer: bytes, req: p.Request) -> None:
+        rpc = self._rpc
+        assert rpc is not None
+        try:
+            args = p.decode_value(req.args)
+            if not isinstance(args, dict):
+                raise InvalidArgumentError("arguments must be a map")
+            result = self.builtins[req.method](args)
+        except CallError as exc:
+            rpc.send_error(peer, req.id, exc.code, exc.message, exc.details)
+        except (ProtocolError, TypeError, ValueError) as exc:
+            rpc.send_error(peer, req.id, "invalid_argument", _safe_str(exc))
+        else:
+            rpc.send_reply(peer, req.id, result, f"{BUILTIN}.{req.method}")
 
     def describe(self) -> dict[str, Any]:
         return {

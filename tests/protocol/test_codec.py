@@ -23,12 +23,15 @@ from zmicro.protocol import (
     VERSION,
     Cancel,
     ErrorReply,
+    Event,
     Headers,
     Kind,
     Ping,
     Pong,
     Reply,
     Request,
+    Subscribe,
+    Subscribed,
     decode,
     decode_value,
     encode_cancel,
@@ -42,7 +45,7 @@ from zmicro.protocol import (
 
 MAX_ID = 2**63 - 1
 DOC = Path(__file__).resolve().parents[2] / "docs" / "protocol.md"
-MESSAGE_TYPES = (Request, Reply, ErrorReply, Cancel, Ping, Pong)
+MESSAGE_TYPES = (Request, Reply, ErrorReply, Cancel, Ping, Pong, Subscribe, Subscribed, Event)
 
 # Moderate example counts: the whole module should run in a few seconds. No example
 # database, so running the tests leaves nothing behind.
@@ -133,6 +136,9 @@ def test_constants_match_the_spec() -> None:
         "CANCEL": 4,
         "PING": 5,
         "PONG": 6,
+        "SUBSCRIBE": 7,
+        "SUBSCRIBED": 8,
+        "EVENT": 9,
     }
     assert issubclass(ProtocolError, ZmicroError)
 
@@ -366,7 +372,7 @@ def test_wrong_version(version: int) -> None:
     assert exc.request_id == 0
 
 
-@pytest.mark.parametrize("kind", [0, 7, 8, 0x80, 0xFF])
+@pytest.mark.parametrize("kind", [0, 10, 11, 0x80, 0xFF])
 def test_unknown_kind(kind: int) -> None:
     exc = protocol_error(header(kind) + _mp.encode([1]))
     assert "kind" in str(exc)

@@ -21,6 +21,7 @@ from ..discovery._embedded import DEFAULT_REGISTRY_ENDPOINT, EmbeddedRegistry
 from ..transport import libzmq_version, require_libzmq
 from ._args import parse_call_args, parse_target
 from ._discovery import ensure_embedded_registry, resolve_one, run_workers
+from ._events import publish, subscribe
 from ._loading import load_service
 from ._tasks import flatten, tasks
 
@@ -75,6 +76,12 @@ def cli(log_level: str) -> None:
 )
 @click.option("--workers", default=1, show_default=True, help="Worker processes, each a separate instance.")
 @click.option("--uvloop", is_flag=True, help="Run on uvloop (faster event loop).")
+@click.option(
+    "--events-from",
+    "event_sources",
+    multiple=True,
+    help="Publisher endpoint to take events from (repeatable).",
+)
 def run(
     targets: tuple[str, ...],
     binds: tuple[str, ...],
@@ -83,6 +90,7 @@ def run(
     registry_url: str,
     workers: int,
     uvloop: bool,
+    event_sources: tuple[str, ...],
 ) -> None:
     """Serve services: TARGET is FILE.py:Class or module:Class (several allowed).
 
@@ -98,7 +106,12 @@ def run(
         if isinstance(registry, EmbeddedRegistry):
             ensure_embedded_registry(registry.endpoint)
         server = Server(
-            classes, bind=list(binds), grace=grace, max_message_bytes=max_message_bytes, registry=registry
+            classes,
+            bind=list(binds),
+            grace=grace,
+            max_message_bytes=max_message_bytes,
+            registry=registry,
+            event_sources=list(event_sources),
         )
     except ZmicroError as exc:
         raise click.UsageError(str(exc)) from None
@@ -263,6 +276,8 @@ def version() -> None:
 
 
 cli.add_command(tasks)
+cli.add_command(publish)
+cli.add_command(subscribe)
 from . import _discovery_commands  # noqa: E402,F401  # registers `registry` and `ls`
 
 

@@ -11,6 +11,8 @@ from ._calltable import CallTable as CallTable
 from ._codec import (
     MAX_NAME_LENGTH as MAX_NAME_LENGTH,
 )
+from ._codec import MAX_SUBSCRIPTIONS as MAX_SUBSCRIPTIONS
+from ._codec import MAX_TOPIC_LENGTH as MAX_TOPIC_LENGTH
 from ._codec import (
     SIGNATURE as SIGNATURE,
 )
@@ -23,6 +25,7 @@ from ._codec import (
 from ._codec import (
     ErrorReply as ErrorReply,
 )
+from ._codec import Event as Event
 from ._codec import (
     Headers as Headers,
 )
@@ -44,6 +47,9 @@ from ._codec import (
 from ._codec import (
     Request as Request,
 )
+from ._codec import Subscribe as Subscribe
+from ._codec import Subscribed as Subscribed
+from ._codec import Subscription as Subscription
 from ._codec import (
     decode as decode,
 )
@@ -56,6 +62,7 @@ from ._codec import (
 from ._codec import (
     encode_error as encode_error,
 )
+from ._codec import encode_event as encode_event
 from ._codec import (
     encode_ping as encode_ping,
 )
@@ -68,9 +75,16 @@ from ._codec import (
 from ._codec import (
     encode_request as encode_request,
 )
+from ._codec import encode_subscribe as encode_subscribe
+from ._codec import encode_subscribed as encode_subscribed
 from ._codec import (
     encode_value as encode_value,
 )
+from ._eventstate import GapTracker as GapTracker
+from ._eventstate import Stream as Stream
+from ._eventstate import StreamKey as StreamKey
+from ._eventstate import StreamTable as StreamTable
+from ._eventstate import Target as Target
 from ._replay import ReplayCache as ReplayCache
 from ._replay import ReplayVerdict as ReplayVerdict
 from ._retry import RetryBudget as RetryBudget
@@ -78,6 +92,20 @@ from ._retry import RetryPolicy as RetryPolicy
 from ._retry import backoff_delay as backoff_delay
 
 __all__ = (
+    "GapTracker",
+    "Stream",
+    "StreamKey",
+    "StreamTable",
+    "Target",
+    "MAX_SUBSCRIPTIONS",
+    "MAX_TOPIC_LENGTH",
+    "Event",
+    "Subscribe",
+    "Subscribed",
+    "Subscription",
+    "encode_event",
+    "encode_subscribe",
+    "encode_subscribed",
     "MAX_NAME_LENGTH",
     "SIGNATURE",
     "VERSION",

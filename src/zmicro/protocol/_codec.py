@@ -15,7 +15,7 @@ frame of its own: every extra frame costs more than the bytes it carries.
 from __future__ import annotations
 
 import enum
-from typing import Annotated, Any, Final
+from typing import Annotated, Any, Final, Literal
 
 import msgspec
 
@@ -25,8 +25,11 @@ __all__ = (
     "MAX_NAME_LENGTH",
     "SIGNATURE",
     "VERSION",
+    "MAX_SUBSCRIPTIONS",
+    "MAX_TOPIC_LENGTH",
     "Cancel",
     "ErrorReply",
+    "Event",
     "Headers",
     "Kind",
     "Message",
@@ -34,20 +37,28 @@ __all__ = (
     "Pong",
     "Reply",
     "Request",
+    "Subscribe",
+    "Subscribed",
+    "Subscription",
     "decode",
     "decode_value",
     "encode_cancel",
     "encode_error",
+    "encode_event",
     "encode_ping",
     "encode_pong",
     "encode_reply",
     "encode_request",
+    "encode_subscribe",
+    "encode_subscribed",
     "encode_value",
 )
 
 SIGNATURE: Final = b"ZM"
 VERSION: Final = 1
 MAX_NAME_LENGTH: Final = 255
+MAX_TOPIC_LENGTH: Final = 255
+MAX_SUBSCRIPTIONS: Final = 256
 _MAX_ID: Final = 2**63 - 1
 _HEADER_LEN: Final = 4
 
@@ -59,6 +70,9 @@ class Kind(enum.IntEnum):
     CANCEL = 4
     PING = 5
     PONG = 6
+    SUBSCRIBE = 7
+    SUBSCRIBED = 8
+    EVENT = 9
 
 
 RequestId = Annotated[int, msgspec.Meta(ge=1, le=_MAX_ID)]
@@ -111,7 +125,48 @@ class Pong(msgspec.Struct, array_like=True, frozen=True):
     nonce: Annotated[int, msgspec.Meta(ge=0, le=_MAX_ID)]
 
 
-Message = Request | Reply | ErrorReply | Cancel | Ping | Pong
+Prefix = Annotated[str, msgspec.Meta(max_length=MAX_TOPIC_LENGTH)]
+Topic = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_TOPIC_LENGTH)]
+Seq = Annotated[int, msgspec.Meta(ge=0, le=_MAX_ID)]
+Epoch = Annotated[int, msgspec.Meta(ge=1, le=_MAX_ID)]
+Mode = Literal["broadcast", "group"]
+
+
+class Subscription(msgspec.Struct, array_like=True, frozen=True):
+    prefix: Prefix
+    """Events whose topic starts with this string; "" matches every topic."""
+    mode: Mode
+
+
+class Subscribe(msgspec.Struct, array_like=True, frozen=True):
+    """Subscriber -> publisher, on every (re)connect. An empty list ends the subscription."""
+
+    service: Name
+    instance_id: Name
+    subscriptions: Annotated[list[Subscription], msgspec.Meta(max_length=MAX_SUBSCRIPTIONS)]
+
+
+class Subscribed(msgspec.Struct, array_like=True, frozen=True):
+    """Publisher -> subscriber: the stream exists; ``last_seq`` is the last number it used."""
+
+    service: Name
+    epoch: Epoch
+    last_seq: Seq
+
+
+class Event(msgspec.Struct, array_like=True, frozen=True):
+    """Publisher -> subscriber: one event of the stream of (``service``, the receiving instance)."""
+
+    service: Name
+    epoch: Epoch
+    seq: Annotated[int, msgspec.Meta(ge=1, le=_MAX_ID)]
+    group: bool
+    """True when this copy went to one member of a group, False for a broadcast copy."""
+    topic: Topic
+    payload: msgspec.Raw
+
+
+Message = Request | Reply | ErrorReply | Cancel | Ping | Pong | Subscribe | Subscribed | Event
 
 
 def _prefix(kind: Kind) -> bytes:
@@ -128,6 +183,9 @@ _DECODERS: Final[dict[int, msgspec.msgpack.Decoder[Any]]] = {
     Kind.CANCEL: msgspec.msgpack.Decoder(Cancel),
     Kind.PING: msgspec.msgpack.Decoder(Ping),
     Kind.PONG: msgspec.msgpack.Decoder(Pong),
+    Kind.SUBSCRIBE: msgspec.msgpack.Decoder(Subscribe),
+    Kind.SUBSCRIBED: msgspec.msgpack.Decoder(Subscribed),
+    Kind.EVENT: msgspec.msgpack.Decoder(Event),
 }
 _FIELDS: Final = msgspec.msgpack.Decoder(list[msgspec.Raw])
 _INT: Final = msgspec.msgpack.Decoder(int)
@@ -184,6 +242,23 @@ def encode_ping(nonce: int) -> bytes:
 
 def encode_pong(nonce: int) -> bytes:
     return _PREFIX[Kind.PONG] + _encoder.encode((nonce,))
+
+
+def encode_subscribe(service: str, instance_id: str, subscriptions: list[tuple[str, str]]) -> bytes:
+    """Encode a SUBSCRIBE; ``subscriptions`` holds (prefix, mode) pairs, mode "broadcast" or "group"."""
+    return _PREFIX[Kind.SUBSCRIBE] + _encoder.encode((service, instance_id, subscriptions))
+
+
+def encode_subscribed(service: str, epoch: int, last_seq: int) -> bytes:
+    return _PREFIX[Kind.SUBSCRIBED] + _encoder.encode((service, epoch, last_seq))
+
+
+def encode_event(service: str, epoch: int, seq: int, group: bool, topic: str, payload: bytes) -> bytes:
+    """Encode an EVENT around ``payload``, which is already MessagePack (``encode_value``).
+
+    The payload is encoded once per publish and copied into each subscriber's frame.
+    """
+    return _PREFIX[Kind.EVENT] + _encoder.encode((service, epoch, seq, group, topic, msgspec.Raw(payload)))
 
 
 def decode(frame: bytes | memoryview) -> Message:

@@ -52,6 +52,8 @@ class SocketDriver:
         self._scheduled = False
         self.want_writable = False
         self.closed = False
+        self.paused = False
+        """While set, nothing is read: messages wait in libzmq, bounded by the receive HWM."""
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -63,6 +65,14 @@ class SocketDriver:
         if not self._scheduled and not self.closed and self._loop is not None:
             self._scheduled = True
             self._loop.call_soon(self._drain)
+
+    def pause(self) -> None:
+        """Stop reading (backpressure): the peer's sends then meet the high-water mark."""
+        self.paused = True
+
+    def resume(self) -> None:
+        self.paused = False
+        self.kick()
 
     def send(self, frames: list[bytes]) -> SendResult:
         """Send without blocking; says whether the message was queued, and if not, why."""
@@ -80,11 +90,13 @@ class SocketDriver:
 
     def _drain(self) -> None:
         self._scheduled = False
-        if self.closed:
+        if self.closed or self.paused:
             return
         sock, on_message = self.socket, self._on_message
         try:
             for _ in range(self._batch):
+                if self.paused:
+                    break
                 try:
                     frames = sock.recv_multipart(zmq.NOBLOCK)
                 except zmq.Again:
