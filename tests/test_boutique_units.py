@@ -19,7 +19,7 @@ from zmicro.demo.boutique.ad import AdService
 from zmicro.demo.boutique.cards import CardError, card_brand, is_expired, luhn_valid, validate_card
 from zmicro.demo.boutique.cart import CartService
 from zmicro.demo.boutique.catalog import ProductCatalog
-from zmicro.demo.boutique.checkout import Checkout
+from zmicro.demo.boutique.checkout import ORDER_PLACED, Checkout
 from zmicro.demo.boutique.currency import Currency
 from zmicro.demo.boutique.data import load_products, load_rates
 from zmicro.demo.boutique.emails import EmailService, render_confirmation
@@ -368,7 +368,7 @@ class FakeEmail(zmicro.Service):
     def __init__(self) -> None:
         self.events: list[OrderPlaced] = []
 
-    @zmicro.rpc
+    @zmicro.event_handler(ORDER_PLACED)
     async def order_placed(self, event: OrderPlaced) -> None:
         self.events.append(event)
 
@@ -383,9 +383,13 @@ async def _checkout_with_fakes(
         "cart": FakeCart(), "productcatalog": FakeCatalog(), "currency": FakeCurrency(),
         "shipping": FakeShipping(), "payment": FakePayment(), "email": FakeEmail(),
     }  # fmt: skip
-    backends = await zmicro_server(*fakes.values())
+    checkout_endpoint = f"tcp://127.0.0.1:{free_port()}"
+    # The fake email service subscribes to the checkout's events, as the real one does.
+    backends = await zmicro_server(*fakes.values(), event_sources=[checkout_endpoint])
     monkeypatch.setenv(ENV_VAR, format_static({name: [backends.endpoint] for name in fakes}))
-    server = await zmicro_server(Checkout())
+    checkout = Checkout()
+    server = await zmicro_server(checkout, bind=checkout_endpoint)
+    await checkout.events.wait_ready(10, expect={"email": 1})
     return await zmicro_client(server.endpoint), fakes
 
 
@@ -447,7 +451,7 @@ async def test_email_sends_once_per_order(
     lines = [OrderItem(CartItem("P1", 2), Money("USD", 1, 500_000_000))]
     order = Order("o-1", "TR-1", Money("USD", 8, 990_000_000), ADDRESS, lines, Money("USD", 11, 990_000_000))
     event = OrderPlaced("a@example.com", "alice", order)
-    await client.email.order_placed(event=event)  # queued as a task, sent by the worker pool
+    await email.on_order_placed(event)  # the event handler queues a task; the worker pool sends it
     async with asyncio.timeout(10):
         while (await client.email.sent_confirmations())["total"] < 1:
             await asyncio.sleep(0.05)

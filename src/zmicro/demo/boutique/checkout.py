@@ -1,13 +1,13 @@
 """The checkout service: places an order by calling cart, catalog, currency, shipping and payment.
 
-After the order is paid, shipped and the cart emptied, it announces the order
-(``announce_order_placed``); today that is a call to the email service, and it
-is the one place that becomes an "order.placed" event when events arrive.
+After the order is paid, shipped and the cart emptied, it publishes an
+"order.placed" event; it does not know who listens (the email service does).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import uuid
@@ -22,7 +22,9 @@ from .model import Address, Cart, CreditCard, Order, OrderIds, OrderItem, OrderP
 from .money import Money, add, multiply, sum_money
 from .wiring import convert, make_client
 
-__all__ = ("Checkout", "OrderLog")
+__all__ = ("ORDER_PLACED", "Checkout", "OrderLog")
+
+ORDER_PLACED = "order.placed"
 
 log = logging.getLogger("zmicro.demo.boutique.checkout")
 
@@ -39,11 +41,14 @@ class Checkout(zmicro.Service):
 
     name = "checkout"
     keep_recent = 100_000
+    # "wait": an order event is never dropped for a slow subscriber, only delayed (bounded).
+    events = zmicro.EventPublisher(policy="wait", wait_timeout=5.0)
 
     def __init__(self) -> None:
         self._recent: OrderedDict[str, str] = OrderedDict()  # order id -> user id, oldest first
         self._placed = 0
         self._announce_failures = 0
+        self._subscribers_ready = False
 
     async def on_start(self) -> None:
         self.client = make_client()
@@ -84,12 +89,21 @@ class Checkout(zmicro.Service):
         return order
 
     async def announce_order_placed(self, event: OrderPlaced) -> None:
-        """Tell whoever cares that an order was placed. The order stands even if this fails."""
+        """Publish "order.placed". The order stands even if nobody hears of it (counted)."""
         try:
-            await self.client.email.order_placed(event=event)
+            if not self._subscribers_ready:
+                # Once: the subscribers the registry lists (the email service) are connected.
+                with contextlib.suppress(TimeoutError):
+                    await self.events.wait_ready(5.0)
+                self._subscribers_ready = True
+            if await self.events.publish(ORDER_PLACED, event) == 0:
+                self._announce_failures += 1
+                log.warning(
+                    "order %s placed, but nobody subscribes to %s", event.order.order_id, ORDER_PLACED
+                )
         except zmicro.CallError as exc:
             self._announce_failures += 1
-            log.warning("order %s placed, but the confirmation failed: %s", event.order.order_id, exc)
+            log.warning("order %s placed, but announcing it failed: %s", event.order.order_id, exc)
 
     @zmicro.rpc(idempotent=True)
     async def order_log(self, limit: Annotated[int, msgspec.Meta(ge=0, le=1000)] = 100) -> OrderLog:

@@ -1,9 +1,10 @@
 """The email service: renders the order confirmation; logging it is the sending.
 
-An order placed becomes a task on the work queue (``email.confirmation``, keyed by
-the order id so it is stored once), and a pool of workers sends it: a plain ``def``
-handler, four at a time, acknowledged when sent, retried if it raises. The queue
-delivers at least once, so the handler drops a repeated delivery of the same order.
+The checkout publishes "order.placed"; one instance of this service gets each event
+(group delivery) and turns it into a task on the work queue (``email.confirmation``,
+keyed by the order id so it is stored once). A pool of workers sends it: a plain
+``def`` handler, four at a time, acknowledged when sent, retried if it raises. The
+queue delivers at least once, so the handler drops a repeated delivery of an order.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from .wiring import make_client
 __all__ = ("CONFIRMATION_TASK", "EmailService", "SentConfirmations", "render_confirmation")
 
 CONFIRMATION_TASK = "email.confirmation"
+ORDER_PLACED = "order.placed"  # the checkout's event (named here too: no import between services)
 
 log = logging.getLogger("zmicro.demo.boutique.email")
 
@@ -83,10 +85,10 @@ class EmailService(zmicro.Service):
     async def on_stop(self) -> None:
         await self.client.aclose()
 
-    @zmicro.rpc
-    async def order_placed(self, event: OrderPlaced) -> None:
+    @zmicro.event_handler(ORDER_PLACED)
+    async def on_order_placed(self, event: OrderPlaced) -> None:
         """An order was placed: queue its confirmation (stored once per order id)."""
-        await self.client.submit(CONFIRMATION_TASK, event, key=event.order.order_id)
+        await self.client.submit(CONFIRMATION_TASK, event, key=event.order.order_id, _timeout=30.0)
 
     @zmicro.task(CONFIRMATION_TASK, concurrency=4)
     def send_confirmation(self, event: OrderPlaced) -> None:
