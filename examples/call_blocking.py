@@ -15,7 +15,7 @@ def main(endpoint: str) -> None:
         print(client.greeter.hello(who="script", times=2))
         print(client.greeter.crunch(n=1000))
         try:
-            client.greeter.crunch(n=10**9, _timeout=0.2)
+            client.greeter.crunch(n=3_000_000, _timeout=0.01)
         except zmicro.DeadlineExceededError:
             print("deadline exceeded, as asked")
 

@@ -132,3 +132,21 @@ class Tagged(zmicro.Service):
         self.runs += 1
         await asyncio.sleep(self.delay)
         return self.runs
+
+
+class Sizes(zmicro.Service):
+    """Results and arguments of any size, and a parameter named like a client option."""
+
+    name = "sizes"
+
+    @zmicro.rpc
+    async def blob(self, size: int) -> bytes:
+        return b"x" * size
+
+    @zmicro.rpc
+    async def length(self, data: bytes) -> int:
+        return len(data)
+
+    @zmicro.rpc
+    async def keys(self, args: dict[str, int]) -> list[str]:
+        return sorted(args)

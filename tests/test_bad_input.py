@@ -421,7 +421,7 @@ async def test_message_over_max_message_bytes_is_answered_as_oversized(
 
     before = counters(server)
     await dealer.send(body)
-    err = await expect_protocol_error(dealer, request_id=0)
+    err = await expect_protocol_error(dealer, request_id=51)  # the id is read so the caller is answered
     assert f"exceeds {limit}" in err.message
     assert bad_input_delta(before, counters(server)) == {"oversized": 1, "errors_out.protocol_error": 1}
 

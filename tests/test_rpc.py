@@ -287,3 +287,34 @@ def test_blocking_client() -> None:
     finally:
         box["stop"] = True
         t.join(10)
+
+
+async def test_size_limits_fail_one_call_not_the_connection(
+    zmicro_server: ServerFactory, zmicro_client: ClientFactory
+) -> None:
+    from services import Sizes
+
+    server = await zmicro_server(Sizes())
+    client = await zmicro_client(server.endpoint)
+    slow = asyncio.ensure_future(client.call("sizes", "blob", size=10))
+    # A request past the limit is refused before it is sent: nothing else is disturbed.
+    with pytest.raises(zmicro.InvalidArgumentError, match="exceeds"):
+        await client.sizes.length(data=b"y" * (2 * 1024 * 1024))
+    # A result past the limit is an error reply, not a dropped connection.
+    with pytest.raises(zmicro.RemoteError) as info:
+        await client.sizes.blob(size=3 * 1024 * 1024)
+    assert info.value.type_name == "ResultTooLarge"
+    assert await slow == b"x" * 10
+    assert await client.sizes.length(data=b"z" * 1000) == 1000
+    assert client.statistics()[server.endpoint].get("peer_lost", 0) == 0
+
+
+async def test_a_parameter_named_args_is_just_an_argument(
+    zmicro_server: ServerFactory, zmicro_client: ClientFactory
+) -> None:
+    from services import Sizes
+
+    server = await zmicro_server(Sizes())
+    client = await zmicro_client(server.endpoint)
+    assert await client.sizes.keys(args={"b": 1, "a": 2}) == ["a", "b"]
+    assert await client.call("sizes", "keys", {"args": {"c": 3}}) == ["c"]

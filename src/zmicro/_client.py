@@ -65,6 +65,7 @@ class Client:
         retry: RetryPolicy | None = None,
         socket_options: SocketOptions | None = None,
         max_pending: int = 10_000,
+        max_request_bytes: int = 1024 * 1024,
     ) -> None:
         if timeout <= 0:
             raise ConfigurationError("timeout must be positive (every call has a deadline)")
@@ -72,7 +73,9 @@ class Client:
             registry = default_registry()
         self.timeout = timeout
         self.retry = retry or RetryPolicy()
-        self._router = Router(endpoints, registry, socket_options or SocketOptions(), max_pending)
+        self._router = Router(
+            endpoints, registry, socket_options or SocketOptions(), max_pending, max_request_bytes
+        )
         self._budgets: dict[str, RetryBudget] = {}
         self.counters: Counter[str] = Counter()
         self.closed = False
@@ -89,14 +92,14 @@ class Client:
         self,
         service: str,
         method: str,
-        /,
         args: Mapping[str, Any] | None = None,
+        /,
         *,
         _timeout: float | None = None,
         _idempotency_key: str | None = None,
         **kwargs: Any,
     ) -> Any:
-        """Call ``service.method`` with keyword arguments (or a mapping in ``args``).
+        """Call ``service.method`` with keyword arguments (or a mapping as third positional).
 
         Options start with an underscore so that they never collide with a method's
         own argument names: ``_timeout`` (seconds) and ``_idempotency_key``.
@@ -319,8 +322,8 @@ class BlockingClient:
         self,
         service: str,
         method: str,
-        /,
         args: Mapping[str, Any] | None = None,
+        /,
         *,
         _timeout: float | None = None,
         _idempotency_key: str | None = None,

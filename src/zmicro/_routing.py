@@ -35,6 +35,7 @@ class Router:
         registry: Registry | None,
         options: SocketOptions,
         max_pending: int,
+        max_request_bytes: int = 1024 * 1024,
     ) -> None:
         self._default: str | None = static if isinstance(static, str) else None
         self._static: dict[str, list[str]] = {}
@@ -44,6 +45,7 @@ class Router:
         self._registry = registry
         self._options = options
         self._max_pending = max_pending
+        self._max_request_bytes = max_request_bytes
         self._connections: dict[str, RpcConnection] = {}
         self._retired: dict[str, RpcConnection] = {}
         self._instances: dict[str, list[Instance]] = {}
@@ -99,7 +101,10 @@ class Router:
         conn = self._connections.get(endpoint)
         if conn is None:
             conn = self._retired.pop(endpoint, None) or RpcConnection(
-                endpoint, self._options, max_pending=self._max_pending
+                endpoint,
+                self._options,
+                max_pending=self._max_pending,
+                max_request_bytes=self._max_request_bytes,
             )
             self._connections[endpoint] = conn
         return conn

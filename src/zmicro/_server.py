@@ -100,7 +100,8 @@ class _Running:
     job: _Job
     task: asyncio.Task[Any]
     timer: asyncio.TimerHandle
-    cancel_reason: str = "client"
+    cancel_reason: str | None = None
+    """Who cancelled the handler first: "client", "deadline" or "shutdown"."""
     thread_future: list[ThreadFuture[Any]] = field(default_factory=list)
 
 
@@ -326,7 +327,7 @@ class Server:
         assert rpc is not None
         running = self._running.get((peer, request_id))
         if running is not None:
-            running.cancel_reason = "client"
+            running.cancel_reason = running.cancel_reason or "client"
             running.task.cancel()
             return
         for hosted in self._hosted.values():
@@ -376,7 +377,7 @@ class Server:
 
     def _on_deadline(self, key: tuple[bytes, int]) -> None:
         running = self._running.get(key)
-        if running is not None:
+        if running is not None and running.cancel_reason is None:
             running.cancel_reason = "deadline"
             running.task.cancel()
 
@@ -438,8 +439,12 @@ class Server:
             if reason == "shutdown":
                 rpc.counters["cancelled_shutdown"] += 1
                 return ("error", "unavailable", f"{what} was stopped by shutdown", {"started": "true"})
-            rpc.counters["cancelled"] += 1  # the caller asked; it waits for nothing
-            return None
+            if reason == "client":
+                rpc.counters["cancelled"] += 1  # the caller asked; it waits for nothing
+                return None
+            # Cancelled from inside (it awaited something that was cancelled): say so.
+            rpc.counters["handler_errors"] += 1
+            return ("error", "remote_error", f"{what} was cancelled", {"type": "CancelledError"})
         exc = task.exception()
         if exc is None:
             return ("ok", task.result())
@@ -584,7 +589,7 @@ class Server:
                 await asyncio.wait(tasks, timeout=grace)
             leftover = list(self._running.values())
             for running in leftover:
-                running.cancel_reason = "shutdown"
+                running.cancel_reason = running.cancel_reason or "shutdown"
                 running.task.cancel()
             if leftover:
                 await asyncio.wait([r.task for r in leftover], timeout=1.0)
@@ -594,6 +599,11 @@ class Server:
             except Exception:
                 log.exception("%s.on_stop failed", hosted.spec.name)
         if rpc is not None:
+            # A reply that reached the caller's machine but not yet its program is thrown
+            # away by libzmq when the connection closes: give recent replies a moment.
+            quiet = 0.2 - (time.monotonic() - rpc.last_reply_at)
+            if quiet > 0:
+                await asyncio.sleep(quiet)
             rpc.close(self._options.linger_ms)
         self._pool.shutdown(wait=False, cancel_futures=True)
         if self._stopped is not None:

@@ -41,7 +41,13 @@ def _install_uvloop() -> None:
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="zmicro")
-@click.option("--log-level", default="WARNING", show_default=True, help="Python logging level.")
+@click.option(
+    "--log-level",
+    default="WARNING",
+    show_default=True,
+    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+    help="Python logging level.",
+)
 def cli(log_level: str) -> None:
     """zmicro: microservices over ZeroMQ."""
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -167,6 +173,9 @@ def call(parts: tuple[str, ...], timeout: float) -> None:
     except CallError as exc:
         _fail(exc)
         return
+    except (ZmicroError, TimeoutError) as exc:  # bad options, no registry answering, ...
+        err.print(f"[red]error:[/] {exc or type(exc).__name__}")
+        sys.exit(2)
     click.echo(json.dumps(result, ensure_ascii=False, default=repr))
 
 
@@ -191,6 +200,9 @@ def info(target: str, timeout: float, as_json: bool) -> None:
     except CallError as exc:
         _fail(exc)
         return
+    except (ZmicroError, TimeoutError) as exc:  # bad options, no registry answering, ...
+        err.print(f"[red]error:[/] {exc or type(exc).__name__}")
+        sys.exit(2)
     if as_json:
         click.echo(json.dumps({"describe": desc, "stats": stats}, indent=2))
         return

@@ -71,9 +71,12 @@ def _worker_args(argv: list[str], index: int) -> list[str]:
             continue
         if arg.startswith("--workers="):
             continue
-        if i > 0 and argv[i - 1] == "--bind" and arg.startswith("tcp://") and not arg.endswith((":0", ":*")):
-            host, _, port = arg.rpartition(":")
-            arg = f"{host}:{int(port) + index}"
+        prefix = "--bind=" if arg.startswith("--bind=") else ""
+        value = arg[len(prefix) :]
+        is_bind = prefix or (i > 0 and argv[i - 1] == "--bind")
+        if is_bind and value.startswith("tcp://") and not value.endswith((":0", ":*")):
+            host, _, port = value.rpartition(":")
+            arg = f"{prefix}{host}:{int(port) + index}"
         out.append(arg)
     return out
 

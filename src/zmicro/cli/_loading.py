@@ -28,12 +28,15 @@ def load_service(target: str) -> type[Service]:
         module = importlib.util.module_from_spec(spec)
         sys.path.insert(0, str(path.parent))  # let the file import its neighbours
         sys.modules[name] = module
-        spec.loader.exec_module(module)
+        try:
+            spec.loader.exec_module(module)
+        except Exception as exc:  # a user's file with an error: say where, not a traceback
+            raise ConfigurationError(f"cannot load {module_ref}: {type(exc).__name__}: {exc}") from None
     else:
         try:
             module = importlib.import_module(module_ref)
-        except ImportError as exc:
-            raise ConfigurationError(f"cannot import {module_ref}: {exc}") from None
+        except Exception as exc:
+            raise ConfigurationError(f"cannot import {module_ref}: {type(exc).__name__}: {exc}") from None
     cls = getattr(module, attr, None)
     if not (isinstance(cls, type) and issubclass(cls, Service)):
         raise ConfigurationError(f"{target}: {attr!r} is not a zmicro.Service subclass")

@@ -36,6 +36,8 @@ __all__ = ("RpcConnection",)
 log = logging.getLogger("zmicro.client")
 
 _Waiter = asyncio.Future[Any]
+# The wire carries the budget as a signed 32-bit count of milliseconds (about 24.8 days).
+_MAX_BUDGET_MS = 2**31 - 1
 
 
 class RpcConnection:
@@ -48,6 +50,7 @@ class RpcConnection:
         *,
         max_pending: int = 10_000,
         max_unsent: int = 1_000,
+        max_request_bytes: int = 1024 * 1024,
     ) -> None:
         self.endpoint = endpoint
         self._loop = asyncio.get_running_loop()
@@ -58,6 +61,9 @@ class RpcConnection:
         # Requests that could not be handed to libzmq yet, oldest first.
         self._unsent: collections.OrderedDict[int, bytes] = collections.OrderedDict()
         self._max_unsent = max_unsent
+        # A server refuses requests past its limit (1 MiB by default), and past its socket
+        # limit libzmq drops the connection with every call on it: check before sending.
+        self.max_request_bytes = max_request_bytes
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = 0.0
         self._ratelog = RateLimitedLog(log)
@@ -89,7 +95,7 @@ class RpcConnection:
         """Send one request and wait for its reply; ``deadline`` is a ``time.monotonic()`` value."""
         if self.closed:
             raise ClientClosedError(f"the connection to {self.endpoint} is closed")
-        budget_ms = int((deadline - time.monotonic()) * 1000)
+        budget_ms = min(int((deadline - time.monotonic()) * 1000), _MAX_BUDGET_MS)
         if budget_ms <= 0:
             self.counters["expired_before_send"] += 1
             raise DeadlineExceededError(f"{service}.{method}: deadline passed before the call was sent")
@@ -106,6 +112,13 @@ class RpcConnection:
         except Exception as exc:
             self._table.discard(request_id)
             raise InvalidArgumentError(f"{service}.{method}: arguments cannot be encoded: {exc}") from None
+        if len(body) > self.max_request_bytes:
+            self._table.discard(request_id)
+            self.counters["rejected_too_large"] += 1
+            raise InvalidArgumentError(
+                f"{service}.{method}: request of {len(body)} bytes exceeds "
+                f"the {self.max_request_bytes}-byte limit"
+            )
         if self._unsent or self._driver.send([body]) is not SendResult.SENT:
             if len(self._unsent) >= self._max_unsent:
                 self._table.discard(request_id)

@@ -9,6 +9,7 @@ request is the ``Dispatcher``'s business (the runtime).
 from __future__ import annotations
 
 import logging
+import time
 from collections import Counter
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -54,6 +55,7 @@ class RpcServer:
         self._ratelog = RateLimitedLog(log)
         self.counters: Counter[str] = Counter()
         self.endpoints: list[str] = []
+        self.last_reply_at = 0.0
         # Other patterns sharing this socket (events, ...) handle their message kinds here.
         self.handlers: dict[type, Callable[[bytes, Any], None]] = {}
 
@@ -82,8 +84,12 @@ class RpcServer:
             return
         peer, body = frames
         if len(body) > self.max_message_bytes:
+            # Answer with the request's id when it can be read, so the caller is not left waiting.
             self._bad_input(
-                "oversized", peer, f"message of {len(body)} bytes exceeds {self.max_message_bytes}"
+                "oversized",
+                peer,
+                f"message of {len(body)} bytes exceeds {self.max_message_bytes}",
+                p.peek_request_id(body),
             )
             return
         try:
@@ -141,7 +147,19 @@ class RpcServer:
                 f"the result of {what} could not be encoded: {exc}",
                 {"type": "EncodeError"},
             )
+        if len(body) > self.max_message_bytes:
+            # Past the caller's size limit libzmq would drop its whole connection, and every
+            # other call on it: answer this one with an error instead.
+            self.counters["oversized_results"] += 1
+            return self.send_error(
+                peer,
+                request_id,
+                "remote_error",
+                f"the result of {what} is {len(body)} bytes, over the {self.max_message_bytes}-byte limit",
+                {"type": "ResultTooLarge"},
+            )
         self.counters["replies"] += 1
+        self.last_reply_at = time.monotonic()
         return self._send(peer, body)
 
     def send_error(

@@ -80,6 +80,9 @@ from ._codec import encode_subscribed as encode_subscribed
 from ._codec import (
     encode_value as encode_value,
 )
+from ._codec import (
+    peek_request_id as peek_request_id,
+)
 from ._eventstate import GapTracker as GapTracker
 from ._eventstate import Stream as Stream
 from ._eventstate import StreamKey as StreamKey
@@ -135,4 +138,5 @@ __all__ = (
     "encode_reply",
     "encode_request",
     "encode_value",
+    "peek_request_id",
 )

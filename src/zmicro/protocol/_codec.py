@@ -52,6 +52,7 @@ __all__ = (
     "encode_subscribe",
     "encode_subscribed",
     "encode_value",
+    "peek_request_id",
 )
 
 SIGNATURE: Final = b"ZM"
@@ -281,6 +282,15 @@ def decode(frame: bytes | memoryview) -> Message:
     except RecursionError:
         # msgspec recurses per nesting level; ~1 KB of nested arrays exhausts the stack.
         raise ProtocolError(f"bad {Kind(data[3]).name} body: nested too deeply") from None
+
+
+def peek_request_id(frame: bytes) -> int:
+    """The request id of a REQUEST (or CANCEL) frame without decoding the rest; 0 if unreadable."""
+    if len(frame) < _HEADER_LEN or frame[:2] != SIGNATURE or frame[2] != VERSION:
+        return 0
+    if frame[3] not in (Kind.REQUEST, Kind.CANCEL):
+        return 0
+    return _recover_id(memoryview(frame)[_HEADER_LEN:])
 
 
 def _recover_id(body: memoryview) -> int:
