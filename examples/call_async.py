@@ -1,6 +1,8 @@
 """Call the greeter from asyncio: many calls in flight on one connection.
 
-python examples/call_async.py tcp://127.0.0.1:5555
+Without an endpoint, the greeter is found by name in the registry.
+
+    python examples/call_async.py [tcp://127.0.0.1:5555]
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import sys
 import zmicro
 
 
-async def main(endpoint: str) -> None:
+async def main(endpoint: str | None) -> None:
     async with zmicro.open_client(endpoint, timeout=5.0) as client:
         print(await client.call("greeter", "hello", who="world"))
         # 100 calls at once, one connection, replies matched by request id.
@@ -24,4 +26,4 @@ async def main(endpoint: str) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main(sys.argv[1] if len(sys.argv) > 1 else "tcp://127.0.0.1:5555"))
+    asyncio.run(main(sys.argv[1] if len(sys.argv) > 1 else None))

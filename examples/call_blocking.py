@@ -1,6 +1,8 @@
 """Call the greeter from a plain script, no asyncio in sight.
 
-python examples/call_blocking.py tcp://127.0.0.1:5555
+Without an endpoint, the greeter is found by name in the registry.
+
+    python examples/call_blocking.py [tcp://127.0.0.1:5555]
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ import sys
 import zmicro
 
 
-def main(endpoint: str) -> None:
+def main(endpoint: str | None) -> None:
     with zmicro.connect(endpoint, timeout=5.0) as client:
         print(client.greeter.hello(who="script", times=2))
         print(client.greeter.crunch(n=1000))
@@ -21,4 +23,4 @@ def main(endpoint: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else "tcp://127.0.0.1:5555")
+    main(sys.argv[1] if len(sys.argv) > 1 else None)
