@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import threading
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future as ThreadFuture
 from typing import Any, TypeVar
 
@@ -224,7 +225,7 @@ class Client:
     def __getattr__(self, service: str) -> ServiceProxy:
         if service.startswith("_"):
             raise AttributeError(service)
-        return ServiceProxy(self, service)
+        return ServiceProxy(self.call, service)
 
     def statistics(self) -> dict[str, dict[str, int]]:
         """Counters per endpoint: pending, late replies, expired, peer lost, ..."""
@@ -239,33 +240,25 @@ class Client:
 
 
 class ServiceProxy:
-    """``client.greeter`` : attribute access names the method, calling it makes the call."""
+    """``client.greeter``: attribute access names the method; calling it makes the call.
 
-    __slots__ = ("_client", "_service")
+    Serves both clients: with ``Client`` the call returns an awaitable, with
+    ``BlockingClient`` the result.
+    """
 
-    def __init__(self, client: Client, service: str) -> None:
-        self._client = client
+    __slots__ = ("_call", "_service")
+
+    def __init__(self, call: Callable[..., Any], service: str) -> None:
+        self._call = call
         self._service = service
 
-    def __getattr__(self, method: str) -> MethodProxy:
+    def __getattr__(self, method: str) -> Callable[..., Any]:
         if method.startswith("__"):
             raise AttributeError(method)
-        return MethodProxy(self._client, self._service, method)
+        return functools.partial(self._call, self._service, method)
 
     def __repr__(self) -> str:
         return f"<service proxy {self._service!r}>"
-
-
-class MethodProxy:
-    __slots__ = ("_client", "_method", "_service")
-
-    def __init__(self, client: Client, service: str, method: str) -> None:
-        self._client = client
-        self._service = service
-        self._method = method
-
-    async def __call__(self, **kwargs: Any) -> Any:
-        return await self._client.call(self._service, self._method, **kwargs)
 
 
 @contextlib.asynccontextmanager
@@ -348,10 +341,10 @@ class BlockingClient:
         timeout = options.get("_timeout") or self._client.timeout
         return self._run(self._client.submit(name, payload, **options), timeout)  # type: ignore[no-any-return]
 
-    def __getattr__(self, service: str) -> BlockingServiceProxy:
+    def __getattr__(self, service: str) -> ServiceProxy:
         if service.startswith("_"):
             raise AttributeError(service)
-        return BlockingServiceProxy(self, service)
+        return ServiceProxy(self.call, service)
 
     def statistics(self) -> dict[str, dict[str, int]]:
         return self._run(self._stats(), 5.0)  # type: ignore[no-any-return]
@@ -373,24 +366,6 @@ class BlockingClient:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
-
-
-class BlockingServiceProxy:
-    __slots__ = ("_client", "_service")
-
-    def __init__(self, client: BlockingClient, service: str) -> None:
-        self._client = client
-        self._service = service
-
-    def __getattr__(self, method: str) -> Any:
-        if method.startswith("__"):
-            raise AttributeError(method)
-        client, service = self._client, self._service
-
-        def call(**kwargs: Any) -> Any:
-            return client.call(service, method, **kwargs)
-
-        return call
 
 
 @contextlib.contextmanager
