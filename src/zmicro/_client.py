@@ -126,7 +126,9 @@ class Client:
         tried: set[str] = set()
         attempt = 1
         while True:
-            conn = await self._router.pick(service, tried, deadline)
+            conn = self._router.pick_nowait(service, tried) or await self._router.pick(
+                service, tried, deadline
+            )
             try:
                 result = await conn.call(
                     service,

@@ -38,7 +38,7 @@ def remaining() -> float | None:
 
 def child_traceparent(parent: str | None) -> str:
     """A W3C traceparent for an outgoing call: same trace as ``parent`` (or a new one), new span."""
-    span = f"{random.getrandbits(64):016x}"
     if parent and len(parent) == 55 and parent[2] == "-":
-        return f"{parent[:36]}{span}{parent[52:]}"
-    return f"00-{random.getrandbits(128):032x}-{span}-01"
+        return f"{parent[:36]}{random.getrandbits(64):016x}{parent[52:]}"
+    ids = f"{random.getrandbits(192):048x}"  # one draw for trace id and span id
+    return f"00-{ids[:32]}-{ids[32:]}-01"

@@ -111,11 +111,23 @@ class Router:
 
     async def pick(self, service: str, avoid: set[str], deadline: float) -> RpcConnection:
         """The least loaded connected instance of ``service`` (avoiding ``avoid`` if possible)."""
+        conn = self.pick_nowait(service, avoid)
+        if conn is not None:
+            return conn
+        endpoints = await self._wait_for_instances(service, deadline)
+        if not endpoints:
+            raise NoSuchServiceError(f"no instance of service {service!r} is known")
+        conn = self.pick_nowait(service, avoid)
+        assert conn is not None
+        return conn
+
+    def pick_nowait(self, service: str, avoid: set[str]) -> RpcConnection | None:
+        """``pick`` without waiting: ``None`` while a registry has not listed the service yet."""
         self._ensure_watching()
         endpoints = self.endpoints_for(service)
-        if not endpoints and self._registry is not None:
-            endpoints = await self._wait_for_instances(service, deadline)
         if not endpoints:
+            if self._registry is not None:
+                return None
             raise NoSuchServiceError(f"no instance of service {service!r} is known")
         fresh = [ep for ep in endpoints if ep not in avoid] or endpoints
         if len(fresh) == 1:
