@@ -201,12 +201,14 @@ async def test_plain_def_handler_does_not_block_the_service(
 ) -> None:
     server = await zmicro_server(Probe())
     client = await zmicro_client(server.endpoint)
-    blocking = asyncio.ensure_future(client.probe.block(seconds=3))
-    await asyncio.sleep(0.1)
+    blocking = asyncio.ensure_future(client.probe.block(seconds=5))
+    async with asyncio.timeout(10):
+        while server.statistics()["running"] < 1:
+            await asyncio.sleep(0.01)
     for i in range(50):
         assert await client.probe.echo(value=i) == i
     assert not blocking.done()  # 50 calls answered while one handler still blocks
-    assert await blocking == 3
+    assert await blocking == 5
 
 
 async def test_overload_is_answered_at_once(

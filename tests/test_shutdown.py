@@ -29,9 +29,13 @@ async def test_in_flight_calls_finish_within_grace_queued_ones_are_told(
     adm.max_active = 1
     client = await zmicro_client(server.endpoint)
     running = asyncio.ensure_future(client.probe.sleep(seconds=0.5, tag="running"))
-    await asyncio.sleep(0.1)
+    async with asyncio.timeout(10):
+        while "running" not in probe.started:
+            await asyncio.sleep(0.01)
     queued = asyncio.ensure_future(client.probe.sleep(seconds=0, tag="queued"))
-    await asyncio.sleep(0.1)
+    async with asyncio.timeout(10):
+        while adm.queued < 1:
+            await asyncio.sleep(0.01)
     stopping = asyncio.ensure_future(server.stop())
     await asyncio.sleep(0.05)
     assert await running == "running"  # finished within the grace period
@@ -48,7 +52,9 @@ async def test_handler_past_grace_is_cancelled_and_its_caller_told(zmicro_client
     client = await zmicro_client(server.endpoint)
     stuck = asyncio.ensure_future(client.probe.sleep(seconds=60, tag="stuck", _timeout=60))
     blocked = asyncio.ensure_future(client.probe.block(seconds=3, _timeout=60))
-    await asyncio.sleep(0.2)
+    async with asyncio.timeout(10):  # both handlers running (a busy machine may take a while)
+        while server.statistics()["running"] < 2:
+            await asyncio.sleep(0.01)
     await asyncio.wait_for(server.stop(), 5)  # never hangs, even with a blocked thread
     with pytest.raises(zmicro.UnavailableError, match="shutdown"):
         await asyncio.wait_for(stuck, 2)
