@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import sys
 from typing import Any
 
@@ -76,6 +77,7 @@ def cli(log_level: str) -> None:
     "--registry",
     "registry_url",
     envvar="ZMICRO_REGISTRY",
+    show_envvar=True,
     default=DEFAULT_REGISTRY_ENDPOINT,
     show_default=True,
     help="Where to register: tcp://... (embedded, started if none answers), dns:..., static:..., none.",
@@ -141,6 +143,12 @@ async def _call(endpoint: str | None, service: str, method: str, args: dict[str,
         return await client.call(service, method, args)
 
 
+def _check_endpoint_form(text: str) -> None:
+    """``127.0.0.1:5555`` is a common slip for ``tcp://127.0.0.1:5555``: say so."""
+    if "://" not in text and re.fullmatch(r"[\w.\-\[\]:]+:\d+", text):
+        raise click.UsageError(f"{text!r} looks like an address: endpoints are written tcp://{text}")
+
+
 def _fail(exc: CallError) -> None:
     err.print(f"[red]{exc.code}[/]: {exc.message}")
     tb = exc.details.get("traceback")
@@ -156,8 +164,11 @@ def call(parts: tuple[str, ...], timeout: float) -> None:
     """Call SERVICE.METHOD with key=value ARGS (or one JSON object); print the result as JSON.
 
     With ENDPOINT (tcp://...) the call goes there; without it the service is found by
-    name in the registry (ZMICRO_REGISTRY, else the embedded one).
+    name in the registry (ZMICRO_REGISTRY, else the embedded one). Values are read as
+    JSON when they parse (times=2 is a number): quote a string that looks like one,
+    as in who='"123"'.
     """
+    _check_endpoint_form(parts[0])
     endpoint = parts[0] if "://" in parts[0] else None
     rest = parts[1:] if endpoint else parts
     if not rest:
@@ -186,6 +197,8 @@ def call(parts: tuple[str, ...], timeout: float) -> None:
 def info(target: str, timeout: float, as_json: bool) -> None:
     """Describe the services at ENDPOINT (or at an instance of SERVICE found by name): methods,
     signatures, docs, and live counters."""
+
+    _check_endpoint_form(target)
 
     async def fetch() -> tuple[Any, Any]:
         endpoint = target if "://" in target else await resolve_one(target, timeout)

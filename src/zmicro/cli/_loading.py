@@ -38,6 +38,13 @@ def load_service(target: str) -> type[Service]:
         except Exception as exc:
             raise ConfigurationError(f"cannot import {module_ref}: {type(exc).__name__}: {exc}") from None
     cls = getattr(module, attr, None)
+    if cls is None:
+        found = sorted(
+            n
+            for n, v in vars(module).items()
+            if isinstance(v, type) and issubclass(v, Service) and v is not Service
+        )
+        raise ConfigurationError(f"no {attr!r} in {module_ref} (its services: {', '.join(found) or 'none'})")
     if not (isinstance(cls, type) and issubclass(cls, Service)):
         raise ConfigurationError(f"{target}: {attr!r} is not a zmicro.Service subclass")
     return cls

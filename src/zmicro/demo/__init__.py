@@ -39,7 +39,7 @@ class Greeter(_service.Service):
     @_service.rpc
     def crunch(self, n: int) -> int:
         """Sum of squares below n, in the thread pool."""
-        return sum(i * i for i in range(n))
+        return sum(i * i for i in range(n)) % 2**63  # stays a 64-bit integer on the wire
 
 
 @dataclass
@@ -61,7 +61,19 @@ class _Phase:
 def start_server(target: str = "zmicro.demo:Greeter") -> tuple[subprocess.Popen[str], str]:
     """Start ``zmicro run TARGET`` on a free port; return the process and its endpoint."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "zmicro", "run", target, "--bind", "tcp://127.0.0.1:0", "--grace", "5"],
+        [
+            sys.executable,
+            "-m",
+            "zmicro",
+            "run",
+            target,
+            "--bind",
+            "tcp://127.0.0.1:0",
+            "--grace",
+            "5",
+            "--registry",
+            "none",
+        ],
         stdout=subprocess.PIPE,
         text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},

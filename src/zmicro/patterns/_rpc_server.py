@@ -126,6 +126,7 @@ class RpcServer:
         return self._driver.send([peer, body])
 
     def _send(self, peer: bytes, body: bytes) -> bool:
+        self.last_reply_at = time.monotonic()  # replies and errors alike (see Server.stop)
         result = self._driver.send([peer, body])
         if result is SendResult.SENT:
             return True
@@ -159,7 +160,6 @@ class RpcServer:
                 {"type": "ResultTooLarge"},
             )
         self.counters["replies"] += 1
-        self.last_reply_at = time.monotonic()
         return self._send(peer, body)
 
     def send_error(

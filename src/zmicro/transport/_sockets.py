@@ -115,6 +115,7 @@ def bind(sock: zmq.Socket[bytes], endpoint: str) -> str:
     try:
         sock.bind(endpoint)
     except zmq.ZMQError as exc:
-        raise ConfigurationError(f"cannot bind {endpoint}: {exc}") from None
+        hint = "" if "://" in endpoint else f" (endpoints are written tcp://{endpoint})"
+        raise ConfigurationError(f"cannot bind {endpoint}: {exc}{hint}") from None
     last = sock.getsockopt(zmq.LAST_ENDPOINT)
     return last.decode() if isinstance(last, bytes) else str(last)

@@ -191,9 +191,10 @@ def launch(
 
     Each process's log goes to ``log_dir`` (a new temporary directory by default).
     """
-    shop = Boutique(http_host=http_host, http_port=http_port)
-    if log_dir is not None:
-        shop.log_dir = log_dir
+    if log_dir is None:
+        shop = Boutique(http_host=http_host, http_port=http_port)
+    else:
+        shop = Boutique(http_host=http_host, http_port=http_port, log_dir=log_dir)
     shop.start(timeout)
     try:
         yield shop
