@@ -238,10 +238,12 @@ class Server:
     def on_request(self, peer: bytes, req: p.Request) -> None:
         rpc = self._rpc
         assert rpc is not None
-        rpc.counters["requests"] += 1
         if req.service == BUILTIN:
+            # Health probes and introspection: counted apart, so "requests" is the real work.
+            rpc.counters["builtin_requests"] += 1
             self._builtin(peer, req)
             return
+        rpc.counters["requests"] += 1
         hosted = self._hosted.get(req.service)
         if hosted is None:
             rpc.send_error(
