@@ -320,3 +320,48 @@ async def test_a_parameter_named_args_is_just_an_argument(
     client = await zmicro_client(server.endpoint)
     assert await client.sizes.keys(args={"b": 1, "a": 2}) == ["a", "b"]
     assert await client.call("sizes", "keys", {"args": {"c": 3}}) == ["c"]
+
+
+async def test_ten_times_capacity_keeps_memory_flat(
+    zmicro_server: ServerFactory, zmicro_client: ClientFactory
+) -> None:
+    """Callers sending 10x what the service can take get "overloaded"; nothing piles up."""
+    import gc
+    import tracemalloc
+
+    probe = Probe()
+    server = await zmicro_server(probe)
+    adm = server._hosted["probe"].admission
+    adm.max_active, adm.max_queued = 4, 8
+    client = await zmicro_client(server.endpoint)
+    capacity = adm.max_active + adm.max_queued
+    deepest = 0
+
+    async def burst() -> tuple[int, int]:
+        nonlocal deepest
+        calls = [client.probe.delayed(i=i, delay=0.01) for i in range(10 * capacity)]
+        results = await asyncio.gather(*calls, return_exceptions=True)
+        deepest = max(deepest, adm.queued)
+        overloaded = sum(isinstance(r, zmicro.OverloadedError) for r in results)
+        assert all(isinstance(r, int | zmicro.OverloadedError) for r in results), results
+        return len(results) - overloaded, overloaded
+
+    await burst()  # warm up
+    tracemalloc.start()
+    try:
+        await burst()
+        gc.collect()  # failed calls' tracebacks form cycles: count what is really kept
+        before = tracemalloc.get_traced_memory()[0]
+        served = rejected = 0
+        for _ in range(30):
+            ok, over = await burst()
+            served, rejected = served + ok, rejected + over
+        gc.collect()
+        after = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    assert rejected > served  # most of a 10x load is turned away at once ...
+    assert served >= 30 * capacity // 2  # ... while the service keeps working at capacity
+    assert deepest <= adm.max_queued
+    assert server.statistics()["running"] <= adm.max_active
+    assert after - before < 256 * 1024, f"memory grew by {after - before} bytes"
