@@ -1,9 +1,13 @@
 from __future__ import annotations
 
+import contextlib
 import gc
 import os
 import socket
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -30,3 +34,27 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def zmicro_run(*args: str) -> Iterator[tuple[subprocess.Popen[str], str]]:
+    """``python -m zmicro run ARGS...`` from tests/; yields the process and its first line
+    ("zmicro: serving NAMES on ENDPOINT"). Killed and reaped on the way out, whatever happened."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "zmicro", "run", *args],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=Path(__file__).parent,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert "serving" in line, line
+        yield proc, line
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(10)
+        if proc.stdout:
+            proc.stdout.close()

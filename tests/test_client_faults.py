@@ -7,10 +7,8 @@ import contextlib
 import gc
 import os
 import signal
-import subprocess
-import sys
 import tracemalloc
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -18,7 +16,7 @@ import zmq
 import zmq.asyncio
 
 import zmicro
-from conftest import free_port
+from conftest import free_port, zmicro_run
 from zmicro import protocol as p
 
 HERE = Path(__file__).parent
@@ -101,33 +99,11 @@ async def test_twenty_thousand_timeouts_leave_nothing_behind() -> None:
         assert after - before < 512 * 1024, f"memory grew by {after - before} bytes"
 
 
-@contextlib.contextmanager
-def zmicro_run(target: str, endpoint: str) -> Iterator[subprocess.Popen[str]]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "zmicro", "run", target, "--bind", endpoint, "--grace", "1"],
-        stdout=subprocess.PIPE,
-        text=True,
-        cwd=HERE,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        assert "serving" in line, line
-        yield proc
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(10)
-        if proc.stdout:
-            proc.stdout.close()
-
-
 @pytest.mark.timeout(60)
 async def test_server_killed_mid_call_then_restarted() -> None:
     endpoint = f"tcp://127.0.0.1:{free_port()}"
     async with zmicro.open_client(endpoint, timeout=5) as client:
-        with zmicro_run("services.py:Slow", endpoint) as proc:
+        with zmicro_run("services.py:Slow", "--bind", endpoint, "--grace", "1") as (proc, _):
             assert await client.slow.hello() == "hi"
             pending = asyncio.ensure_future(client.slow.sleep(seconds=30, _timeout=5))
             await asyncio.sleep(0.3)
@@ -139,7 +115,7 @@ async def test_server_killed_mid_call_then_restarted() -> None:
             assert loop.time() - t0 <= 5.5
         # The connection dropped: the call was failed as "peer lost", not left to its deadline.
         assert isinstance(info.value, zmicro.PeerLostError)
-        with zmicro_run("services.py:Slow", endpoint):
+        with zmicro_run("services.py:Slow", "--bind", endpoint, "--grace", "1"):
             # Same client, same connection object: it reconnects by itself.
             assert await client.slow.hello(_timeout=10) == "hi"
         stats = client.statistics()[endpoint]

@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import subprocess
-import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
 
 import zmicro
+from conftest import zmicro_run
 from services import Probe
 from zmicro.testing import ClientFactory
 
@@ -64,87 +65,32 @@ async def test_handler_past_grace_is_cancelled_and_its_caller_told(zmicro_client
 
 
 def test_sigterm_stops_zmicro_run_cleanly() -> None:
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "zmicro",
-            "run",
-            "services.py:Slow",
-            "services.py:Probe",
-            "--bind",
-            "tcp://127.0.0.1:0",
-            "--grace",
-            "2",
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-        cwd=HERE,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
+    run = ("services.py:Slow", "services.py:Probe", "--bind", "tcp://127.0.0.1:0", "--grace", "2")
+    with zmicro_run(*run) as (proc, line):
         assert line.startswith("zmicro: serving slow, probe on tcp://127.0.0.1:"), line
-        endpoint = line.rsplit(" ", 1)[1].strip()
-        with zmicro.connect(endpoint) as client:
+        with zmicro.connect(line.rsplit(" ", 1)[1].strip()) as client:
             assert client.slow.hello() == "hi"  # two services, one process
             assert client.probe.echo(value=1) == 1
             proc.send_signal(signal.SIGTERM)
             assert proc.wait(10) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(5)
-        if proc.stdout:
-            proc.stdout.close()
 
 
 def test_sigterm_with_a_stuck_plain_def_handler_still_exits() -> None:
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "zmicro",
-            "run",
-            "services.py:Probe",
-            "--bind",
-            "tcp://127.0.0.1:0",
-            "--grace",
-            "0.5",
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-        cwd=HERE,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    try:
-        assert proc.stdout is not None
-        endpoint = proc.stdout.readline().rsplit(" ", 1)[1].strip()
-        with zmicro.connect(endpoint) as client:
-            import threading
+    errors: list[BaseException] = []
+    run = ("services.py:Probe", "--bind", "tcp://127.0.0.1:0", "--grace", "0.5")
+    with zmicro_run(*run) as (proc, line), zmicro.connect(line.rsplit(" ", 1)[1].strip()) as client:
 
-            errors: list[BaseException] = []
+        def blocked_call() -> None:
+            try:
+                client.probe.block(seconds=60, _timeout=60)
+            except BaseException as exc:
+                errors.append(exc)
 
-            def blocked_call() -> None:
-                try:
-                    client.probe.block(seconds=60, _timeout=60)
-                except BaseException as exc:
-                    errors.append(exc)
-
-            t = threading.Thread(target=blocked_call)
-            t.start()
-            import time
-
-            time.sleep(0.3)
-            os.kill(proc.pid, signal.SIGTERM)
-            assert proc.wait(10) == 0
-            t.join(10)
-            assert errors
-            assert isinstance(errors[0], (zmicro.UnavailableError, zmicro.PeerLostError))
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(5)
-        if proc.stdout:
-            proc.stdout.close()
+        t = threading.Thread(target=blocked_call)
+        t.start()
+        time.sleep(0.3)
+        os.kill(proc.pid, signal.SIGTERM)
+        assert proc.wait(10) == 0
+        t.join(10)
+    assert errors
+    assert isinstance(errors[0], (zmicro.UnavailableError, zmicro.PeerLostError))
