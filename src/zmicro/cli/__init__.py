@@ -281,17 +281,37 @@ def demo(users: int, duration: float, serve: bool, port: int | None) -> None:
     sys.exit(run_boutique_demo(users=users, duration=duration, serve=serve, port=port, console=out))
 
 
-@cli.command()
-@click.option("--calls", default=20_000, show_default=True, help="Calls in the throughput phase.")
-@click.option("--concurrency", default=128, show_default=True, help="Calls in flight at once.")
-@click.option("--uvloop", is_flag=True, help="Run the load generator on uvloop.")
-def bench(calls: int, concurrency: int, uvloop: bool) -> None:
-    """Start a greeter service in its own process, drive calls through one connection, report speed."""
-    from ..demo import run_bench
+@cli.command(
+    context_settings={"ignore_unknown_options": True, "allow_extra_args": True, "help_option_names": []}
+)
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def bench(args: tuple[str, ...]) -> None:
+    """Run the side-by-side benchmark suite (zmicro bench --help for its options).
 
-    if uvloop:
-        _install_uvloop()
-    sys.exit(run_bench(calls=calls, concurrency=concurrency, console=out))
+    The suite lives in the source tree (benchmarks/) and needs the bench extra:
+    pip install -e .[bench]
+    """
+    suite = _find_bench_suite()
+    if suite is None:
+        raise click.ClickException(
+            "the benchmark suite ships with the source tree: run this from a clone of zmicro "
+            "(pip install -e .[bench]), or run python -m benchmarks there"
+        )
+    sys.exit(suite(list(args)))
+
+
+def _find_bench_suite() -> Any:
+    """``benchmarks.suite.main`` from the clone this zmicro runs from, or from the working directory."""
+    import importlib
+    from pathlib import Path
+
+    here = Path(__file__).resolve()
+    for root in (here.parents[3], Path.cwd()):  # src/zmicro/cli/__init__.py -> the clone
+        if (root / "benchmarks" / "suite.py").is_file():
+            if str(root) not in sys.path:
+                sys.path.insert(0, str(root))
+            return importlib.import_module("benchmarks.suite").main
+    return None
 
 
 @cli.command()

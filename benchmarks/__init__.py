@@ -1,0 +1,1 @@
+"""zmicro's side-by-side benchmark suite: ``python -m benchmarks`` or ``zmicro bench``."""
