@@ -244,7 +244,8 @@ def _summary(
     base_server, base_client = after_first[0][1], after_first[0][2]
     peak_server = max(r[1] for r in rss)
     peak_client = max(r[2] for r in rss)
-    ok_sorted, reject_sorted = sorted(ok_ns), sorted(reject_ns)
+    ok_sorted: list[float] = sorted(map(float, ok_ns))
+    reject_sorted: list[float] = sorted(map(float, reject_ns))
     n = max(1, sent)
     return {
         "rate": outcomes["ok"] / args.seconds,
