@@ -167,6 +167,15 @@ async def recv_frames(sock: zmq.asyncio.Socket, within: float = WAIT) -> list[by
     return await sock.recv_multipart(zmq.NOBLOCK)
 
 
+async def recv_messages(sock: zmq.asyncio.Socket, count: int, within: float = WAIT) -> list[p.Message]:
+    """``count`` messages in order, whether they came one by one or coalesced in BATCHes."""
+    out: list[p.Message] = []
+    while len(out) < count:
+        msg = p.decode((await recv_frames(sock, within))[0])
+        out.extend(p.decode(m) for m in msg.messages) if isinstance(msg, p.Batch) else out.append(msg)
+    return out
+
+
 async def expect_protocol_error(sock: zmq.asyncio.Socket, request_id: int = 0) -> p.ErrorReply:
     frames = await recv_frames(sock)
     assert len(frames) == 1, frames
@@ -211,7 +220,16 @@ async def wait_counter(server: zmicro.Server, key: str, at_least: int) -> dict[s
 
 
 # Counters that move on every exchange of the well-behaved client or on connection events.
-_NOISE = {"messages_in", "requests", "builtin_requests", "replies", "connections", "disconnections"}
+_NOISE = {
+    "messages_in",
+    "requests",
+    "builtin_requests",
+    "replies",
+    "connections",
+    "disconnections",
+    "batches_in",
+    "batches_out",
+}
 
 
 def bad_input_delta(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
@@ -265,7 +283,7 @@ async def test_garbage_flood_is_counted_every_time_and_logged_rarely(
     before = counters(server)
     for body in garbage:
         await dealer.send(body)
-    replies = [p.decode((await recv_frames(dealer))[0]) for _ in garbage]
+    replies = await recv_messages(dealer, len(garbage))
 
     assert all(isinstance(r, p.ErrorReply) and r.code == "protocol_error" for r in replies)
     assert [r.id for r in replies if isinstance(r, p.ErrorReply)] == expected_ids
@@ -349,7 +367,7 @@ async def test_request_with_wrong_field_types_is_answered_with_its_id(
         pytest.param(b"ZM\x00\x01" + valid_request(22)[4:], "version 0", id="version-0"),
         pytest.param(b"ZM\xff\x01" + valid_request(23)[4:], "version 255", id="version-255"),
         pytest.param(b"MZ\x01\x01" + valid_request(24)[4:], "signature", id="bad-signature"),
-        pytest.param(b"ZM\x01\x0a" + valid_request(25)[4:], "kind 10", id="unknown-kind"),
+        pytest.param(b"ZM\x01\x0b" + valid_request(25)[4:], "kind 11", id="unknown-kind"),
         pytest.param(b"ZM\x01\x00" + valid_request(26)[4:], "kind 0", id="kind-zero"),
     ],
 )
@@ -381,6 +399,42 @@ async def test_message_a_server_does_not_accept_is_unexpected(
     err = await expect_protocol_error(dealer, request_id=0)
     assert "does not accept" in err.message
     assert bad_input_delta(before, counters(server)) == {"unexpected": 1, "errors_out.protocol_error": 1}
+    await assert_serving(client)
+
+
+async def test_a_batch_is_handled_message_by_message(
+    server: zmicro.Server, client: zmicro.Client, dealer: zmq.asyncio.Socket
+) -> None:
+    """Good requests in a BATCH are served; a bad one among them gets its own error."""
+    bad = p.SIGNATURE + bytes((p.VERSION, p.Kind.REQUEST)) + msgspec.msgpack.encode([7, "greeter", 5])
+    nested = p.encode_batch([valid_request(9, who="nested")])
+    before = counters(server)
+    await dealer.send(p.encode_batch([valid_request(5, who="a"), bad, nested, valid_request(6, who="b")]))
+    replies = await recv_messages(dealer, 4)
+    by_id = {r.id: r for r in replies if isinstance(r, p.Reply | p.ErrorReply)}
+    assert p.decode_value(by_id[5].result) == "Hello, a!"  # type: ignore[union-attr]
+    assert p.decode_value(by_id[6].result) == "Hello, b!"  # type: ignore[union-attr]
+    assert isinstance(by_id[7], p.ErrorReply) and by_id[7].code == "protocol_error"
+    assert isinstance(by_id[0], p.ErrorReply) and "inside a BATCH" in by_id[0].message
+    delta = bad_input_delta(before, counters(server))
+    assert delta == {"malformed": 2, "errors_out.protocol_error": 2}, delta
+    await assert_serving(client)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        frame(p.Kind.BATCH, [[]]),
+        frame(p.Kind.BATCH, [[b"x"] * (p.MAX_BATCH + 1)]),
+        frame(p.Kind.BATCH, [["not bytes"]]),
+    ],
+    ids=["empty", "too-many", "not-bytes"],
+)
+async def test_a_bad_batch_is_one_protocol_error(
+    server: zmicro.Server, client: zmicro.Client, dealer: zmq.asyncio.Socket, body: bytes
+) -> None:
+    await dealer.send(body)
+    await expect_protocol_error(dealer)
     await assert_serving(client)
 
 
@@ -608,9 +662,19 @@ def endpoint_of(sock: zmq.asyncio.Socket) -> str:
     return last.decode() if isinstance(last, bytes) else str(last)
 
 
+_queued_requests: dict[int, list[tuple[bytes, p.Message]]] = {}
+
+
 async def next_request(router: zmq.asyncio.Socket) -> tuple[bytes, p.Request]:
-    peer, body = await recv_frames(router)
-    msg = p.decode(body)
+    """The next request a client sent, whether alone or coalesced with others in a BATCH."""
+    queued = _queued_requests.setdefault(id(router), [])
+    if not queued:
+        peer, body = await recv_frames(router)
+        msg = p.decode(body)
+        queued.extend((peer, p.decode(m)) for m in msg.messages) if isinstance(
+            msg, p.Batch
+        ) else queued.append((peer, msg))
+    peer, msg = queued.pop(0)
     assert isinstance(msg, p.Request), msg
     return peer, msg
 

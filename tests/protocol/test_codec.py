@@ -139,6 +139,7 @@ def test_constants_match_the_spec() -> None:
         "SUBSCRIBE": 7,
         "SUBSCRIBED": 8,
         "EVENT": 9,
+        "BATCH": 10,
     }
     assert issubclass(ProtocolError, ZmicroError)
 
@@ -372,7 +373,7 @@ def test_wrong_version(version: int) -> None:
     assert exc.request_id == 0
 
 
-@pytest.mark.parametrize("kind", [0, 10, 11, 0x80, 0xFF])
+@pytest.mark.parametrize("kind", [0, 11, 12, 0x80, 0xFF])
 def test_unknown_kind(kind: int) -> None:
     exc = protocol_error(header(kind) + _mp.encode([1]))
     assert "kind" in str(exc)

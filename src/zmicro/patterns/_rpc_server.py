@@ -8,6 +8,7 @@ request is the ``Dispatcher``'s business (the runtime).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections import Counter
@@ -30,6 +31,10 @@ __all__ = ("Dispatcher", "RpcServer")
 
 log = logging.getLogger("zmicro.server")
 
+# Replies leave in one message once this many wait for the same caller, even mid-drain:
+# one huge batch would leave the caller idle while the server works through the rest.
+_FLUSH_AT = 32
+
 
 def _printable(text: object) -> str:
     return str(text).encode("utf-8", "backslashreplace").decode("utf-8")
@@ -50,12 +55,18 @@ class RpcServer:
         # message can still be answered; past MAXMSGSIZE libzmq drops the connection.
         self.max_message_bytes = max_message_bytes
         self._socket = new_router(options)
-        self._driver = SocketDriver(self._socket, self._on_message)
+        self._driver = SocketDriver(self._socket, self._on_message, on_drained=self.flush)
         self._monitor = ConnectionMonitor(self._socket, self._on_connection_event)
         self._ratelog = RateLimitedLog(log)
         self.counters: Counter[str] = Counter()
         self.endpoints: list[str] = []
         self.last_reply_at = 0.0
+        # Replies wait here, per caller, until the current drain pass ends or the loop
+        # turns once: all that is ready together leaves together, in one BATCH message.
+        self._outbox: dict[bytes, list[bytes]] = {}
+        self._reading = False
+        self._flush_scheduled = False
+        self._loop: asyncio.AbstractEventLoop | None = None
         # Other patterns sharing this socket (events, ...) handle their message kinds here.
         self.handlers: dict[type, Callable[[bytes, Any], None]] = {}
 
@@ -65,6 +76,7 @@ class RpcServer:
         return concrete
 
     def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
         self._monitor.start()
         self._driver.start()
 
@@ -77,6 +89,7 @@ class RpcServer:
             self.send_error(peer, request_id, "protocol_error", message)
 
     def _on_message(self, frames: list[bytes]) -> None:
+        self._reading = True  # replies wait for the end of this drain pass (see flush)
         self.counters["messages_in"] += 1
         if len(frames) != 2:
             # Frame 0 is always the routing id that libzmq added; anything else is bad.
@@ -97,6 +110,22 @@ class RpcServer:
         except ProtocolError as exc:
             self._bad_input("malformed", peer, str(exc), exc.request_id)
             return
+        if type(msg) is p.Batch:
+            self.counters["batches_in"] += 1
+            for inner in msg.messages:
+                try:
+                    one = p.decode(inner)
+                except ProtocolError as exc:
+                    self._bad_input("malformed", peer, str(exc), exc.request_id)
+                    continue
+                if type(one) is p.Batch:
+                    self._bad_input("malformed", peer, "a BATCH inside a BATCH")
+                    continue
+                self._handle(peer, one)
+        else:
+            self._handle(peer, msg)
+
+    def _handle(self, peer: bytes, msg: p.Message) -> None:
         if type(msg) is p.Request:
             self._dispatcher.on_request(peer, msg)
         elif type(msg) is p.Cancel:
@@ -125,23 +154,46 @@ class RpcServer:
         """Send one message to ``peer`` as is; for patterns that share this socket."""
         return self._driver.send([peer, body])
 
-    def _send(self, peer: bytes, body: bytes) -> bool:
-        self.last_reply_at = time.monotonic()  # replies and errors alike (see Server.stop)
-        result = self._driver.send([peer, body])
-        if result is SendResult.SENT:
-            return True
-        # The caller is gone (unroutable) or not reading (its queue is full): nobody
-        # can be told, so the reply is counted and dropped, never retried into memory.
-        kind = "undeliverable" if result is SendResult.UNROUTABLE else "reply_dropped_hwm"
-        self.counters[kind] += 1
-        return False
+    def _send(self, peer: bytes, body: bytes) -> None:
+        queued = self._outbox.get(peer)
+        if queued is None:
+            self._outbox[peer] = [body]
+        else:
+            queued.append(body)
+            if len(queued) >= _FLUSH_AT:
+                self.flush()  # keep the pipe busy: the caller starts on these now
+                return
+        if not self._reading and not self._flush_scheduled and self._loop is not None:
+            self._flush_scheduled = True
+            self._loop.call_soon(self.flush)
 
-    def send_reply(self, peer: bytes, request_id: int, result: Any, what: str) -> bool:
+    def flush(self) -> None:
+        """Send every queued reply now: one message per caller, a BATCH when there are several."""
+        self._reading = False
+        self._flush_scheduled = False
+        if not self._outbox:
+            return
+        outbox, self._outbox = self._outbox, {}
+        self.last_reply_at = time.monotonic()  # replies and errors alike (see Server.stop)
+        send, counters = self._driver.send, self.counters
+        for peer, frames in outbox.items():
+            for message, count in p.pack(frames):
+                result = send([peer, message])
+                if result is SendResult.SENT:
+                    if count > 1:
+                        counters["batches_out"] += 1
+                    continue
+                # The caller is gone (unroutable) or not reading (its queue is full): nobody
+                # can be told, so the replies are counted and dropped, never retried into memory.
+                kind = "undeliverable" if result is SendResult.UNROUTABLE else "reply_dropped_hwm"
+                counters[kind] += count
+
+    def send_reply(self, peer: bytes, request_id: int, result: Any, what: str) -> None:
         try:
             body = p.encode_reply(request_id, result)
         except Exception as exc:  # whatever the encoder rejects becomes an error reply
             self.counters["unencodable_results"] += 1
-            return self.send_error(
+            self.send_error(
                 peer,
                 request_id,
                 "remote_error",
@@ -152,7 +204,7 @@ class RpcServer:
             # Past the caller's size limit libzmq would drop its whole connection, and every
             # other call on it: answer this one with an error instead.
             self.counters["oversized_results"] += 1
-            return self.send_error(
+            self.send_error(
                 peer,
                 request_id,
                 "remote_error",
@@ -160,7 +212,7 @@ class RpcServer:
                 {"type": "ResultTooLarge"},
             )
         self.counters["replies"] += 1
-        return self._send(peer, body)
+        self._send(peer, body)
 
     def send_error(
         self,
@@ -169,7 +221,7 @@ class RpcServer:
         code: str,
         message: str,
         details: dict[str, str] | None = None,
-    ) -> bool:
+    ) -> None:
         self.counters[f"errors_out.{code}"] += 1
         try:
             body = p.encode_error(request_id, code, message, details)
@@ -179,8 +231,9 @@ class RpcServer:
             body = p.encode_error(
                 request_id, code, _printable(message), {k: _printable(v) for k, v in (details or {}).items()}
             )
-        return self._send(peer, body)
+        self._send(peer, body)
 
     def close(self, linger_ms: int) -> None:
+        self.flush()
         self._monitor.close()
         self._driver.close(linger_ms)

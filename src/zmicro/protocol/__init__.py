@@ -11,7 +11,11 @@ from ._calltable import CallTable as CallTable
 from ._codec import (
     MAX_NAME_LENGTH as MAX_NAME_LENGTH,
 )
+from ._codec import MAX_BATCH as MAX_BATCH
 from ._codec import MAX_SUBSCRIPTIONS as MAX_SUBSCRIPTIONS
+from ._codec import Batch as Batch
+from ._codec import encode_batch as encode_batch
+from ._codec import pack as pack
 from ._codec import MAX_TOPIC_LENGTH as MAX_TOPIC_LENGTH
 from ._codec import (
     SIGNATURE as SIGNATURE,

@@ -27,6 +27,8 @@ __all__ = (
     "VERSION",
     "MAX_SUBSCRIPTIONS",
     "MAX_TOPIC_LENGTH",
+    "MAX_BATCH",
+    "Batch",
     "Cancel",
     "ErrorReply",
     "Event",
@@ -42,6 +44,8 @@ __all__ = (
     "Subscription",
     "decode",
     "decode_value",
+    "encode_batch",
+    "pack",
     "encode_cancel",
     "encode_error",
     "encode_event",
@@ -60,6 +64,8 @@ VERSION: Final = 1
 MAX_NAME_LENGTH: Final = 255
 MAX_TOPIC_LENGTH: Final = 255
 MAX_SUBSCRIPTIONS: Final = 256
+MAX_BATCH: Final = 1024
+"""Most messages one BATCH may carry."""
 _MAX_ID: Final = 2**63 - 1
 _HEADER_LEN: Final = 4
 
@@ -74,6 +80,7 @@ class Kind(enum.IntEnum):
     SUBSCRIBE = 7
     SUBSCRIBED = 8
     EVENT = 9
+    BATCH = 10
 
 
 RequestId = Annotated[int, msgspec.Meta(ge=1, le=_MAX_ID)]
@@ -167,7 +174,17 @@ class Event(msgspec.Struct, array_like=True, frozen=True):
     payload: msgspec.Raw
 
 
-Message = Request | Reply | ErrorReply | Cancel | Ping | Pong | Subscribe | Subscribed | Event
+class Batch(msgspec.Struct, array_like=True, frozen=True):
+    """Several messages for the same peer in one frame: sent when many are ready at once.
+
+    Each element is a whole message frame (signature, version, kind, body) of any kind
+    but BATCH. A receiver handles them in order, exactly as if they had come one by one.
+    """
+
+    messages: Annotated[list[bytes], msgspec.Meta(min_length=1, max_length=MAX_BATCH)]
+
+
+Message = Request | Reply | ErrorReply | Cancel | Ping | Pong | Subscribe | Subscribed | Event | Batch
 
 
 def _prefix(kind: Kind) -> bytes:
@@ -177,6 +194,7 @@ def _prefix(kind: Kind) -> bytes:
 _PREFIX: Final = {kind: _prefix(kind) for kind in Kind}
 _REQUEST_PREFIX: Final = _PREFIX[Kind.REQUEST]
 _REPLY_PREFIX: Final = _PREFIX[Kind.REPLY]
+_BATCH_PREFIX: Final = _PREFIX[Kind.BATCH]
 _DECODERS: Final[dict[int, msgspec.msgpack.Decoder[Any]]] = {
     Kind.REQUEST: msgspec.msgpack.Decoder(Request),
     Kind.REPLY: msgspec.msgpack.Decoder(Reply),
@@ -187,6 +205,7 @@ _DECODERS: Final[dict[int, msgspec.msgpack.Decoder[Any]]] = {
     Kind.SUBSCRIBE: msgspec.msgpack.Decoder(Subscribe),
     Kind.SUBSCRIBED: msgspec.msgpack.Decoder(Subscribed),
     Kind.EVENT: msgspec.msgpack.Decoder(Event),
+    Kind.BATCH: msgspec.msgpack.Decoder(Batch),
 }
 _FIELDS: Final = msgspec.msgpack.Decoder(list[msgspec.Raw])
 _INT: Final = msgspec.msgpack.Decoder(int)
@@ -262,6 +281,32 @@ def encode_event(service: str, epoch: int, seq: int, group: bool, topic: str, pa
     return _PREFIX[Kind.EVENT] + _encoder.encode((service, epoch, seq, group, topic, msgspec.Raw(payload)))
 
 
+def encode_batch(frames: list[bytes]) -> bytes:
+    """Encode a BATCH around whole message frames (1 to ``MAX_BATCH`` of them, none a BATCH)."""
+    return _BATCH_PREFIX + _encoder.encode((frames,))
+
+
+def pack(frames: list[bytes], max_bytes: int = 64 * 1024) -> list[tuple[bytes, int]]:
+    """Group message frames for one peer into as few messages as sensible, in order.
+
+    Returns (message, how many frames it carries). A group holds up to ``MAX_BATCH``
+    frames and about ``max_bytes``; a lone frame, or one too big to share, goes as it is,
+    so a receiver sees a BATCH only when there was something to coalesce.
+    """
+    out: list[tuple[bytes, int]] = []
+    group: list[bytes] = []
+    size = 0
+    for frame in frames:
+        if group and (size + len(frame) > max_bytes or len(group) >= MAX_BATCH):
+            out.append((group[0] if len(group) == 1 else encode_batch(group), len(group)))
+            group, size = [], 0
+        group.append(frame)
+        size += len(frame) + 5  # a bin header is at most 5 bytes
+    if group:
+        out.append((group[0] if len(group) == 1 else encode_batch(group), len(group)))
+    return out
+
+
 def decode(frame: bytes | memoryview) -> Message:
     """Decode one message frame. Any malformed input raises ``ProtocolError`` and nothing else."""
     data = bytes(frame) if isinstance(frame, memoryview) else frame
@@ -278,7 +323,8 @@ def decode(frame: bytes | memoryview) -> Message:
     try:
         return decoder.decode(body)  # type: ignore[no-any-return]
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-        raise ProtocolError(f"bad {Kind(data[3]).name} body: {exc}", request_id=_recover_id(body)) from None
+        request_id = 0 if data[3] == Kind.BATCH else _recover_id(body)
+        raise ProtocolError(f"bad {Kind(data[3]).name} body: {exc}", request_id=request_id) from None
     except RecursionError:
         # msgspec recurses per nesting level; ~1 KB of nested arrays exhausts the stack.
         raise ProtocolError(f"bad {Kind(data[3]).name} body: nested too deeply") from None

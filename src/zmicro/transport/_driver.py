@@ -49,11 +49,15 @@ class SocketDriver:
         on_message: Callable[[list[bytes]], None],
         *,
         on_writable: Callable[[], None] | None = None,
+        on_drained: Callable[[], None] | None = None,
         batch: int = 512,
     ) -> None:
         self.socket = sock
         self._on_message = on_message
         self._on_writable = on_writable
+        # Called after every drain pass that read something: the owner's moment to send
+        # what the messages just read produced, together, instead of one send per reply.
+        self._on_drained = on_drained
         self._batch = batch
         self._loop: asyncio.AbstractEventLoop | None = None
         self._scheduled = False
@@ -122,18 +126,19 @@ class SocketDriver:
         if self.closed or self.paused:
             return
         sock, on_message = self.socket, self._on_message
+        read = 0
         try:
-            for _ in range(self._batch):
-                if self.paused:
-                    break
+            while read < self._batch and not self.paused:
                 try:
                     frames = sock.recv_multipart(zmq.NOBLOCK)
                 except zmq.Again:
                     break
+                read += 1
                 on_message(frames)
             else:
-                # Yield to the loop so one busy socket cannot starve everything else.
-                self.kick()
+                if not self.paused:
+                    # Yield to the loop so one busy socket cannot starve everything else.
+                    self.kick()
             if (
                 self.want_writable
                 and self._on_writable is not None
@@ -145,6 +150,9 @@ class SocketDriver:
                 return
             log.exception("socket error while reading; reader keeps running")
             self.kick()
+        finally:
+            if read and self._on_drained is not None and not self.closed:
+                self._on_drained()
 
     def close(self, linger_ms: int | None = None) -> None:
         """Stop reading and close the socket with a bounded LINGER."""
