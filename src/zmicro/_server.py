@@ -98,11 +98,18 @@ class _Job:
 @dataclass(slots=True)
 class _Running:
     job: _Job
-    task: asyncio.Task[Any]
-    timer: asyncio.TimerHandle
+    tick: int
+    """The deadline tick this request is watched under (see ``Server._watch``)."""
+    task: asyncio.Task[None] = field(init=False)
     cancel_reason: str | None = None
     """Who cancelled the handler first: "client", "deadline" or "shutdown"."""
     thread_future: list[ThreadFuture[Any]] = field(default_factory=list)
+
+
+# Deadlines of running handlers are watched in ticks of this many seconds: one timer per
+# tick in use instead of one per request, which costs a TimerHandle, a heap push and a
+# cancel on every call. A handler is stopped at most one tick after its deadline.
+_TICK = 0.01
 
 
 class Server:
@@ -148,6 +155,7 @@ class Server:
         pool_size = thread_pool_size or min(64, sum(h.admission.max_active for h in self._hosted.values()))
         self._pool = DaemonThreadPool(max(1, pool_size))
         self._running: dict[tuple[bytes, int], _Running] = {}
+        self._ticks: dict[int, set[tuple[bytes, int]]] = {}
         self._rpc: RpcServer | None = None
         self._accepting = False
         self._stopped: asyncio.Event | None = None
@@ -361,45 +369,67 @@ class Server:
             self._refuse(job, "protocol_error", f"request id {job.request_id} is in use")
             self._release(job.hosted)
             return
-        holder: list[ThreadFuture[Any]] = []
-        task = self._loop.create_task(self._invoke(job, holder))
-        timer = self._loop.call_at(self._loop.time() + remaining, self._on_deadline, key)
-        self._running[key] = _Running(job, task, timer, thread_future=holder)
-        task.add_done_callback(functools.partial(self._on_done, key))
+        running = _Running(job, self._watch(key, job.deadline))
+        # The coroutine answers by itself when it ends: no done callback, no second turn.
+        running.task = self._loop.create_task(self._run(key, running))
+        self._running[key] = running
 
-    async def _invoke(self, job: _Job, holder: list[ThreadFuture[Any]]) -> Any:
-        set_current(CallContext(job.deadline, job.traceparent, job.hosted.spec.name, job.method.name))
-        func = getattr(job.hosted.instance, job.method.attr)
-        if job.method.is_async:
-            return await func(**job.args)
-        ctx = contextvars.copy_context()
-        cf = self._pool.submit(ctx.run, functools.partial(func, **job.args))
-        holder.append(cf)
-        return await asyncio.wrap_future(cf)
+    def _watch(self, key: tuple[bytes, int], deadline: float) -> int:
+        tick = int(deadline / _TICK) + 1
+        keys = self._ticks.get(tick)
+        if keys is None:
+            self._ticks[tick] = {key}
+            delay = tick * _TICK - time.monotonic()
+            self._loop.call_at(self._loop.time() + delay, self._on_tick, tick)
+        else:
+            keys.add(key)
+        return tick
 
-    def _on_deadline(self, key: tuple[bytes, int]) -> None:
-        running = self._running.get(key)
-        if running is not None and running.cancel_reason is None:
-            running.cancel_reason = "deadline"
-            running.task.cancel()
+    def _on_tick(self, tick: int) -> None:
+        for key in self._ticks.pop(tick, ()):
+            running = self._running.get(key)
+            if running is not None and running.cancel_reason is None:
+                running.cancel_reason = "deadline"
+                running.task.cancel()
 
-    def _on_done(self, key: tuple[bytes, int], task: asyncio.Task[Any]) -> None:
-        running = self._running.get(key)
-        if running is None or running.task is not task:
-            return
-        del self._running[key]
-        running.timer.cancel()
+    async def _run(self, key: tuple[bytes, int], running: _Running) -> None:
+        job = running.job
+        outcome: tuple[Any, ...] | None
         try:
-            self._answer(running, task)
+            set_current(CallContext(job.deadline, job.traceparent, job.hosted.spec.name, job.method.name))
+            func = getattr(job.hosted.instance, job.method.attr)
+            if job.method.is_async:
+                result = await func(**job.args)
+            else:
+                ctx = contextvars.copy_context()
+                cf = self._pool.submit(ctx.run, functools.partial(func, **job.args))
+                running.thread_future.append(cf)
+                result = await asyncio.wrap_future(cf)
+        except asyncio.CancelledError:
+            outcome = self._cancelled(running)
+        except Exception as exc:
+            outcome = self._failed(job, exc)
+        except BaseException:  # SystemExit, KeyboardInterrupt: free the slot, then let it go on
+            self._finish(key, running, None)
+            raise
+        else:
+            outcome = ("ok", result)
+        self._finish(key, running, outcome)
+
+    def _finish(self, key: tuple[bytes, int], running: _Running, outcome: tuple[Any, ...] | None) -> None:
+        if self._running.get(key) is running:
+            del self._running[key]
+        keys = self._ticks.get(running.tick)
+        if keys is not None:
+            keys.discard(key)
+        try:
+            self._answer(running, outcome)
         except Exception:  # answering must never leak the handler's slot
             log.exception("could not answer %s", key)
         self._release_after(running)
 
-    def _answer(self, running: _Running, task: asyncio.Task[Any]) -> None:
-        rpc = self._rpc
-        assert rpc is not None
+    def _answer(self, running: _Running, outcome: tuple[Any, ...] | None) -> None:
         job = running.job
-        outcome = self._outcome(running, task)
         waiters = [(job.peer, job.request_id)]
         if job.replay_key is not None:
             # Repeats of this idempotency key that joined while it ran get the same answer.
@@ -427,33 +457,32 @@ class Server:
             _, code, message, details = outcome
             rpc.send_error(peer, request_id, code, message, details)
 
-    def _outcome(self, running: _Running, task: asyncio.Task[Any]) -> tuple[Any, ...] | None:
-        """What the caller is told: ("ok", result), ("error", code, message, details), or None."""
-        rpc = self._rpc
-        assert rpc is not None
+    def _cancelled(self, running: _Running) -> tuple[Any, ...] | None:
+        """What the caller is told when the handler was cancelled, or None (nobody waits)."""
+        rpc = self.rpc
         job = running.job
         what = f"{job.hosted.spec.name}.{job.method.name}"
-        if task.cancelled():
-            reason = running.cancel_reason
-            if reason == "deadline":
-                rpc.counters["expired_running"] += 1
-                return ("error", "deadline_exceeded", f"{what} ran past its deadline", {})
-            if reason == "shutdown":
-                rpc.counters["cancelled_shutdown"] += 1
-                return ("error", "unavailable", f"{what} was stopped by shutdown", {"started": "true"})
-            if reason == "client":
-                rpc.counters["cancelled"] += 1  # the caller asked; it waits for nothing
-                return None
-            # Cancelled from inside (it awaited something that was cancelled): say so.
-            rpc.counters["handler_errors"] += 1
-            return ("error", "remote_error", f"{what} was cancelled", {"type": "CancelledError"})
-        exc = task.exception()
-        if exc is None:
-            return ("ok", task.result())
+        reason = running.cancel_reason
+        if reason == "deadline":
+            rpc.counters["expired_running"] += 1
+            return ("error", "deadline_exceeded", f"{what} ran past its deadline", {})
+        if reason == "shutdown":
+            rpc.counters["cancelled_shutdown"] += 1
+            return ("error", "unavailable", f"{what} was stopped by shutdown", {"started": "true"})
+        if reason == "client":
+            rpc.counters["cancelled"] += 1  # the caller asked; it waits for nothing
+            return None
+        # Cancelled from inside (it awaited something that was cancelled): say so.
+        rpc.counters["handler_errors"] += 1
+        return ("error", "remote_error", f"{what} was cancelled", {"type": "CancelledError"})
+
+    def _failed(self, job: _Job, exc: Exception) -> tuple[Any, ...]:
+        """What the caller is told when the handler raised."""
         if isinstance(exc, CallError) and exc.code in _PASS_THROUGH:
             # It ran: whatever a nested call said, this request must not look "not started".
             return ("error", exc.code, exc.message, {**exc.details, "started": "true"})
-        rpc.counters["handler_errors"] += 1
+        self.rpc.counters["handler_errors"] += 1
+        what = f"{job.hosted.spec.name}.{job.method.name}"
         tb = "".join(traceback.format_exception(exc))[-_MAX_TRACEBACK:]
         log.debug("%s raised %r", what, exc)
         return ("error", "remote_error", _safe_str(exc), {"type": type(exc).__qualname__, "traceback": tb})

@@ -8,14 +8,11 @@ from __future__ import annotations
 from ._admission import Admission as Admission
 from ._admission import Verdict as Verdict
 from ._calltable import CallTable as CallTable
+from ._codec import MAX_BATCH as MAX_BATCH
 from ._codec import (
     MAX_NAME_LENGTH as MAX_NAME_LENGTH,
 )
-from ._codec import MAX_BATCH as MAX_BATCH
 from ._codec import MAX_SUBSCRIPTIONS as MAX_SUBSCRIPTIONS
-from ._codec import Batch as Batch
-from ._codec import encode_batch as encode_batch
-from ._codec import pack as pack
 from ._codec import MAX_TOPIC_LENGTH as MAX_TOPIC_LENGTH
 from ._codec import (
     SIGNATURE as SIGNATURE,
@@ -23,6 +20,7 @@ from ._codec import (
 from ._codec import (
     VERSION as VERSION,
 )
+from ._codec import Batch as Batch
 from ._codec import (
     Cancel as Cancel,
 )
@@ -60,6 +58,7 @@ from ._codec import (
 from ._codec import (
     decode_value as decode_value,
 )
+from ._codec import encode_batch as encode_batch
 from ._codec import (
     encode_cancel as encode_cancel,
 )
@@ -84,6 +83,7 @@ from ._codec import encode_subscribed as encode_subscribed
 from ._codec import (
     encode_value as encode_value,
 )
+from ._codec import pack as pack
 from ._codec import (
     peek_request_id as peek_request_id,
 )
