@@ -427,6 +427,10 @@ class Server:
         except Exception:  # answering must never leak the handler's slot
             log.exception("could not answer %s", key)
         self._release_after(running)
+        if not self._running:
+            # Nothing else is running, so no other reply could join this one: send it now
+            # rather than a loop turn later. (Busy servers coalesce; idle ones answer at once.)
+            self.rpc.flush()
 
     def _answer(self, running: _Running, outcome: tuple[Any, ...] | None) -> None:
         job = running.job
