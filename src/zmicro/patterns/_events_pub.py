@@ -13,6 +13,12 @@ so a slow subscriber meets the publisher's policy:
 
 A subscriber that is not connected at all (known from the registry, or gone) is always
 skipped and counted: the policies are about slow subscribers, not absent ones.
+
+Small events (up to 1 KiB) for one subscriber that are published in the same loop turn
+leave together, in BATCH messages of up to 64 events and 16 KiB: one send instead of one
+per event. The send high-water mark counts messages, so it then bounds batches. Each stream's
+queue of events not yet handed to libzmq is bounded (``max_pending``); a subscriber
+whose queue is full counts as slow, exactly as one whose libzmq queue is full.
 """
 
 from __future__ import annotations
@@ -36,14 +42,32 @@ __all__ = ("EventPublisherCore", "Policy")
 log = logging.getLogger("zmicro.events")
 
 Policy = Literal["drop", "raise", "wait"]
+_FLUSH_AT = 64  # events queued for one subscriber that leave at once, without waiting for the turn's end
+# The send high-water mark counts messages, and a BATCH is one: only small events are
+# coalesced, into batches of at most 16 KiB, so a full libzmq queue holds at most about
+# 16 times the bytes it would hold event by event, and large events keep exact pushback.
+_BATCH_BYTES, _SOLO_BYTES = 16 * 1024, 1024
+_RETRY_MIN, _RETRY_MAX = 0.0005, 0.02  # backoff while a subscriber's libzmq queue is full
 POLICIES: tuple[Policy, ...] = ("drop", "raise", "wait")
 
 
 class EventPublisherCore:
     """Numbered events to every subscriber stream of one server. One per server."""
 
-    def __init__(self, rpc: RpcServer, *, max_streams: int = 10_000, detached_ttl: float = 60.0) -> None:
+    def __init__(
+        self,
+        rpc: RpcServer,
+        *,
+        max_streams: int = 10_000,
+        detached_ttl: float = 60.0,
+        max_pending: int = 64,
+    ) -> None:
         self._rpc = rpc
+        self.max_pending = max_pending
+        # Events numbered and accepted but not yet handed to libzmq, per stream, in order.
+        self._pending: dict[p.StreamKey, tuple[p.Stream, list[bytes]]] = {}
+        self._flush_handle: asyncio.Handle | None = None
+        self._retry_delay = _RETRY_MIN
         self.epoch = random.SystemRandom().randrange(1, 2**63)
         self.table = p.StreamTable(max_streams, detached_ttl)
         self.counters: Counter[str] = Counter()
@@ -61,6 +85,9 @@ class EventPublisherCore:
         self._changed = asyncio.Event()
 
     def _on_subscribe(self, peer: bytes, msg: p.Subscribe) -> None:
+        # What was accepted for the old connection goes out first (or is counted as lost),
+        # so that SUBSCRIBED's last number covers exactly what was handed to libzmq.
+        self.flush()
         key = (msg.service, msg.instance_id)
         if not msg.subscriptions:
             if self.table.unsubscribe(key) is not None:
@@ -121,20 +148,83 @@ class EventPublisherCore:
     # -- publishing ------------------------------------------------------------
 
     def _try(self, target: p.Target, topic: str, payload: bytes) -> bool:
-        """Hand one copy to the first candidate that takes it. False when all connected were full."""
+        """Queue one copy for the first candidate that has room. False when all connected were full."""
         for stream in target.candidates:
             if stream.peer is None:
                 continue
-            body = p.encode_event(stream.service, self.epoch, stream.seq + 1, target.group, topic, payload)
-            result = self._rpc.send_frame(stream.peer, body)
-            if result is SendResult.SENT:
-                stream.seq += 1
-                stream.sent += 1
-                return True
-            if result is SendResult.UNROUTABLE:
-                self.counters["peers_gone"] += 1
-                self.table.detach(stream, time.monotonic())
+            entry = self._pending.get(stream.key)
+            if entry is None:
+                entry = self._pending[stream.key] = (stream, [])
+            elif entry[0] is not stream:  # the stream was forgotten and made anew
+                self._flush_one(*entry)
+                entry = self._pending[stream.key] = (stream, [])
+            queued = entry[1]
+            if len(queued) >= self.max_pending:
+                continue  # not taking events: as full as a full libzmq queue
+            stream.seq += 1
+            stream.sent += 1
+            queued.append(
+                p.encode_event(stream.service, self.epoch, stream.seq, target.group, topic, payload)
+            )
+            if len(queued) >= _FLUSH_AT:
+                self._flush_one(stream, queued)
+            elif self._flush_handle is None:
+                self._flush_handle = asyncio.get_running_loop().call_soon(self.flush)
+            return True
         return False
+
+    def flush(self) -> None:
+        """Hand every queued event to libzmq, several to a message; retry later what does not fit."""
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush_handle = None
+        blocked = False
+        for key, (stream, queued) in list(self._pending.items()):
+            if queued:
+                blocked |= not self._flush_one(stream, queued)
+            if not queued:
+                del self._pending[key]
+        if blocked and not self.closed:
+            # A subscriber's libzmq queue is full: look again soon, backing off while it stays so.
+            self._flush_handle = asyncio.get_running_loop().call_later(self._retry_delay, self.flush)
+            self._retry_delay = min(self._retry_delay * 2, _RETRY_MAX)
+        else:
+            self._retry_delay = _RETRY_MIN
+
+    def _flush_one(self, stream: p.Stream, queued: list[bytes]) -> bool:
+        """Send what ``stream`` has queued; False if its libzmq queue is full (the rest waits)."""
+        done = 0
+        try:
+            peer = stream.peer
+            if peer is None:
+                self._lost(stream, len(queued))
+                done = len(queued)
+                return True
+            for message, count in p.pack(queued, _BATCH_BYTES, _FLUSH_AT, _SOLO_BYTES):
+                result = self._rpc.send_frame(peer, message)
+                if result is SendResult.SENT:
+                    done += count
+                    if count > 1:
+                        self.counters["batches_out"] += 1
+                    continue
+                if result is SendResult.UNROUTABLE:
+                    self.counters["peers_gone"] += 1
+                    self.table.detach(stream, time.monotonic())
+                    self._lost(stream, len(queued) - done)
+                    done = len(queued)
+                    return True
+                return False
+            return True
+        finally:
+            del queued[:done]
+
+    def _lost(self, stream: p.Stream, count: int) -> None:
+        # Accepted, then the subscriber went away before libzmq had them: counted, and the
+        # subscriber sees the gap in the numbers when it comes back.
+        if count:
+            stream.sent -= count
+            stream.dropped += count
+            self.counters["dropped_disconnected"] += count
 
     def _drop(self, target: p.Target) -> str:
         # The number is used up on the stream that should have had the event, so that
@@ -223,6 +313,7 @@ class EventPublisherCore:
             "streams_connected": sum(1 for s in streams if s.peer is not None),
             "streams_expired": self.table.expired,
             "waiting": self._waiting,
+            "pending": sum(len(q) for _, q in self._pending.values()),
             "per_stream": {
                 f"{s.service}/{s.instance_id}": {
                     "seq": s.seq,
@@ -235,6 +326,10 @@ class EventPublisherCore:
         }
 
     def close(self) -> None:
+        self.flush()
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush_handle = None
         self.closed = True
         self._rpc.handlers.pop(p.Subscribe, None)
         self._notify()

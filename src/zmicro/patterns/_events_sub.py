@@ -119,12 +119,14 @@ class EventSource:
         if len(frames) != 1:
             self.counters["malformed"] += 1
             return
-        try:
-            msg = p.decode(frames[0])
-        except ProtocolError as exc:
-            self.counters["malformed"] += 1
-            self._ratelog.warning("malformed", f"{self.endpoint}: undecodable message: {exc}")
-            return
+        for msg in p.decode_each(frames[0]):
+            if type(msg) is ProtocolError:
+                self.counters["malformed"] += 1
+                self._ratelog.warning("malformed", f"{self.endpoint}: undecodable message: {msg}")
+            else:
+                self._handle(msg)  # type: ignore[arg-type]
+
+    def _handle(self, msg: p.Message) -> None:
         if type(msg) is p.Event:
             tracker = self.trackers.get(msg.service)
             if tracker is None:

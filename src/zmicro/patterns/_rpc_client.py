@@ -250,28 +250,17 @@ class RpcConnection:
             self.counters["malformed"] += 1
             self._ratelog.warning("malformed", f"{self.endpoint}: reply with {len(frames)} frames")
             return
-        msg = self._decode(frames[0])
-        if type(msg) is p.Batch:
+        if p.is_batch(frames[0]):
             self.counters["batches_in"] += 1
-            for inner in msg.messages:
-                one = self._decode(inner)
-                if type(one) is p.Batch:
-                    self.counters["malformed"] += 1
-                    self._ratelog.warning("malformed", f"{self.endpoint}: a BATCH inside a BATCH")
-                elif one is not None:
-                    self._handle(one)
-        elif msg is not None:
-            self._handle(msg)
-
-    def _decode(self, frame: bytes) -> p.Message | None:
-        try:
-            return p.decode(frame)
-        except ProtocolError as exc:
-            self.counters["malformed"] += 1
-            self._ratelog.warning("malformed", f"{self.endpoint}: undecodable reply: {exc}")
-            if exc.request_id:
-                self._resolve(exc.request_id, RemoteProtocolError(f"{self.endpoint} sent a bad reply: {exc}"))
-            return None
+        for msg in p.decode_each(frames[0]):
+            if type(msg) is ProtocolError:
+                self.counters["malformed"] += 1
+                self._ratelog.warning("malformed", f"{self.endpoint}: undecodable reply: {msg}")
+                if msg.request_id:
+                    error = RemoteProtocolError(f"{self.endpoint} sent a bad reply: {msg}")
+                    self._resolve(msg.request_id, error)
+            else:
+                self._handle(msg)  # type: ignore[arg-type]
 
     def _handle(self, msg: p.Message) -> None:
         if type(msg) is p.Reply:

@@ -105,25 +105,13 @@ class RpcServer:
                 p.peek_request_id(body),
             )
             return
-        try:
-            msg = p.decode(body)
-        except ProtocolError as exc:
-            self._bad_input("malformed", peer, str(exc), exc.request_id)
-            return
-        if type(msg) is p.Batch:
+        if p.is_batch(body):
             self.counters["batches_in"] += 1
-            for inner in msg.messages:
-                try:
-                    one = p.decode(inner)
-                except ProtocolError as exc:
-                    self._bad_input("malformed", peer, str(exc), exc.request_id)
-                    continue
-                if type(one) is p.Batch:
-                    self._bad_input("malformed", peer, "a BATCH inside a BATCH")
-                    continue
-                self._handle(peer, one)
-        else:
-            self._handle(peer, msg)
+        for msg in p.decode_each(body):
+            if type(msg) is ProtocolError:
+                self._bad_input("malformed", peer, str(msg), msg.request_id)
+            else:
+                self._handle(peer, msg)  # type: ignore[arg-type]
 
     def _handle(self, peer: bytes, msg: p.Message) -> None:
         if type(msg) is p.Request:

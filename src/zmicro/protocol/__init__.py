@@ -55,6 +55,7 @@ from ._codec import Subscription as Subscription
 from ._codec import (
     decode as decode,
 )
+from ._codec import decode_each as decode_each
 from ._codec import (
     decode_value as decode_value,
 )
@@ -83,6 +84,7 @@ from ._codec import encode_subscribed as encode_subscribed
 from ._codec import (
     encode_value as encode_value,
 )
+from ._codec import is_batch as is_batch
 from ._codec import pack as pack
 from ._codec import (
     peek_request_id as peek_request_id,

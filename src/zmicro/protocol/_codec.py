@@ -15,6 +15,7 @@ frame of its own: every extra frame costs more than the bytes it carries.
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterator
 from typing import Annotated, Any, Final, Literal
 
 import msgspec
@@ -44,6 +45,8 @@ __all__ = (
     "Subscription",
     "decode",
     "decode_value",
+    "decode_each",
+    "is_batch",
     "encode_batch",
     "pack",
     "encode_cancel",
@@ -286,20 +289,31 @@ def encode_batch(frames: list[bytes]) -> bytes:
     return _BATCH_PREFIX + _encoder.encode((frames,))
 
 
-def pack(frames: list[bytes], max_bytes: int = 64 * 1024) -> list[tuple[bytes, int]]:
+def pack(
+    frames: list[bytes],
+    max_bytes: int = 64 * 1024,
+    max_count: int = MAX_BATCH,
+    solo_bytes: int | None = None,
+) -> list[tuple[bytes, int]]:
     """Group message frames for one peer into as few messages as sensible, in order.
 
-    Returns (message, how many frames it carries). A group holds up to ``MAX_BATCH``
-    frames and about ``max_bytes``; a lone frame, or one too big to share, goes as it is,
-    so a receiver sees a BATCH only when there was something to coalesce.
+    Returns (message, how many frames it carries). A group holds up to ``max_count``
+    frames and about ``max_bytes``; a frame over ``solo_bytes`` goes alone, as it is, and
+    so does a group of one: a receiver sees a BATCH only when there was something to
+    coalesce.
     """
+    solo = max_bytes if solo_bytes is None else solo_bytes
+    count = min(max_count, MAX_BATCH)
     out: list[tuple[bytes, int]] = []
     group: list[bytes] = []
     size = 0
     for frame in frames:
-        if group and (size + len(frame) > max_bytes or len(group) >= MAX_BATCH):
+        if group and (size + len(frame) > max_bytes or len(group) >= count or len(frame) > solo):
             out.append((group[0] if len(group) == 1 else encode_batch(group), len(group)))
             group, size = [], 0
+        if len(frame) > solo:
+            out.append((frame, 1))
+            continue
         group.append(frame)
         size += len(frame) + 5  # a bin header is at most 5 bytes
     if group:
@@ -328,6 +342,33 @@ def decode(frame: bytes | memoryview) -> Message:
     except RecursionError:
         # msgspec recurses per nesting level; ~1 KB of nested arrays exhausts the stack.
         raise ProtocolError(f"bad {Kind(data[3]).name} body: nested too deeply") from None
+
+
+def decode_each(frame: bytes) -> Iterator[Message | ProtocolError]:
+    """Every message a frame carries, in order: the frame's own, or each of a BATCH's.
+
+    A bad message is yielded as a ``ProtocolError`` (not raised), so that one bad message
+    in a BATCH does not hide the good ones around it.
+    """
+    try:
+        msg = decode(frame)
+    except ProtocolError as exc:
+        yield exc
+        return
+    if type(msg) is not Batch:
+        yield msg
+        return
+    for inner in msg.messages:
+        try:
+            one = decode(inner)
+        except ProtocolError as exc:
+            yield exc
+            continue
+        yield ProtocolError("a BATCH inside a BATCH") if type(one) is Batch else one
+
+
+def is_batch(frame: bytes) -> bool:
+    return len(frame) > 3 and frame[3] == Kind.BATCH
 
 
 def peek_request_id(frame: bytes) -> int:

@@ -24,8 +24,9 @@ import os
 import re
 import time
 from collections import Counter, deque
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 from .._context import remaining
 from .._errors import ConfigurationError, InvalidArgumentError, OverloadedError
@@ -43,6 +44,11 @@ _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.\-]*$")
 _MAX_CREDIT = 1_000
 _MAX_STREAMS = 1_000
 _POLL = 0.25  # waiting fetches look again this often (retries whose delay has passed)
+_MAX_GROUP = 512  # writes in one shared transaction: past it, commit at once (short loop stalls)
+_INT64 = 1 << 63
+
+_T = TypeVar("_T")
+_P = ParamSpec("_P")
 
 
 def default_path() -> Path:
@@ -62,6 +68,12 @@ def _resolve(fut: asyncio.Future[None]) -> None:
 def _check_name(name: str) -> None:
     if not _NAME.match(name) or len(name) > MAX_NAME_LENGTH:
         raise InvalidArgumentError(f"invalid task name {name!r}", details={"field": "name"})
+
+
+def _check_lease(task_id: int, token: int) -> None:
+    # SQLite cannot bind these: refused before any write, so a shared transaction is not disturbed.
+    if not (-_INT64 <= task_id < _INT64 and -_INT64 <= token < _INT64):
+        raise InvalidArgumentError("task id or token out of range", details={"field": "token"})
 
 
 class TaskQueue(Service):
@@ -115,6 +127,8 @@ class TaskQueue(Service):
         self._leaving: dict[str, float] = {}
         self._sweeper: asyncio.Task[None] | None = None
         self.counters: Counter[str] = Counter()
+        # Group commit: the writes of one loop turn share a transaction; each waits here for its COMMIT.
+        self._group: list[asyncio.Future[None]] | None = None
 
     @property
     def store(self) -> TaskStore:
@@ -135,16 +149,85 @@ class TaskQueue(Service):
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sweeper
         self._wake_all()
+        if self._group is not None:
+            self._commit(self._group)  # writes already made must not be lost with their answers
         if self._store is not None:
             self._store.close()
             self._store = None
+
+    # -- group commit ----------------------------------------------------------
+
+    async def _write(self, op: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs) -> _T:
+        """Run ``op`` (a store write) in this loop turn's shared transaction; return after its COMMIT.
+
+        The first write of a turn begins the transaction and schedules the commit for the
+        next turn, after every handler that was ready in this one has written: one COMMIT
+        for all of them. If the commit (or any write in it) fails, every writer gets the error.
+        """
+        group = self._group
+        if group is None:
+            group = self._open()
+        result = self._run(group, op, *args, **kwargs)
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        group.append(fut)
+        if len(group) >= _MAX_GROUP:
+            self._commit(group)
+        await fut
+        return result
+
+    def _open(self) -> list[asyncio.Future[None]]:
+        self.store.begin()
+        group: list[asyncio.Future[None]] = []
+        self._group = group
+        asyncio.get_running_loop().call_soon(self._commit, group)
+        return group
+
+    def _run(
+        self, group: list[asyncio.Future[None]], op: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs
+    ) -> _T:
+        """``op(...)`` in the shared transaction of ``group``; its failure is everybody's in it."""
+        try:
+            return op(*args, **kwargs)
+        except BaseException as exc:
+            if not self.store.shared:  # the store rolled everything back: tell the others
+                self._fail(group, exc)
+            raise
+
+    def _commit(self, group: list[asyncio.Future[None]]) -> None:
+        if self._group is not group:
+            return  # committed early (full), or failed
+        self._group = None
+        try:
+            self.store.commit()
+        except Exception as exc:
+            log.exception("committing %d writes failed", len(group))
+            self._fail(group, exc, current=False)
+            return
+        for fut in group:
+            if not fut.done():  # a cancelled writer: its write stands, nobody hears of it
+                fut.set_result(None)
+
+    def _fail(self, group: list[asyncio.Future[None]], exc: BaseException, *, current: bool = True) -> None:
+        if current and self._group is group:
+            self._group = None
+        for fut in group:
+            if not fut.done():
+                fut.set_exception(exc)
+
+    async def _settled(self) -> None:
+        """Wait for the open shared transaction, if any: reads then see only committed state."""
+        if self._group is not None:
+            fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._group.append(fut)
+            with contextlib.suppress(Exception):  # its failure is the writers' news, not ours
+                await fut
 
     async def _sweep(self) -> None:
         interval = min(max(self.lease / 4, 0.05), 1.0)
         while True:
             await asyncio.sleep(interval)
             try:
-                for name in self.store.expire_leases(time.time()):
+                for name in await self._write(self.store.expire_leases, time.time()):
                     self._wake(name)
             except Exception:  # a bad moment of the database must not end the sweeping
                 log.exception("expiring leases failed")
@@ -193,8 +276,14 @@ class TaskQueue(Service):
         if ttl is not None and ttl <= 0:
             raise InvalidArgumentError("ttl must be positive", details={"field": "ttl"})
         try:
-            task_id, _ = self.store.enqueue(
-                name, payload, now=time.time(), max_pending=self.max_pending, ttl=ttl, key=key
+            task_id, _ = await self._write(
+                self.store.enqueue,
+                name,
+                payload,
+                now=time.time(),
+                max_pending=self.max_pending,
+                ttl=ttl,
+                key=key,
             )
         except QueueFullError:
             raise OverloadedError(
@@ -244,18 +333,33 @@ class TaskQueue(Service):
             stream: list[list[Any]] = []
             if worker not in self._leaving:
                 now = time.time()
+                claimed = 0
+                store = self.store
+                group = self._group
+                if group is None:
+                    group = self._open()
                 for name, n in credit.items():
-                    leases = self.store.claim(
-                        name, n, now=now, lease=self.lease, max_deliveries=limits.get(name)
+                    # Claimed in the shared transaction, answered only once that is committed below.
+                    leases = self._run(
+                        group,
+                        store.claim,
+                        name,
+                        n,
+                        now=now,
+                        lease=self.lease,
+                        max_deliveries=limits.get(name),
                     )
                     tasks.extend([x.id, x.name, x.payload, x.deliveries, x.token] for x in leases)
-                    left = n - sum(1 for t in tasks if t[1] == name)
+                    claimed += len(leases)
+                    left = n - len(leases)
                     buf = self._streams.get(name)
                     while buf and left > 0:
                         stream.append([name, buf.popleft()])
                         left -= 1
                     if buf is not None and not buf:
                         del self._streams[name]
+                if claimed:
+                    await self._write(_nothing)
             left_s = until - time.monotonic()
             if tasks or stream or left_s <= 0 or worker in self._leaving or self._store is None:
                 self.counters["fetches"] += 1
@@ -266,29 +370,38 @@ class TaskQueue(Service):
     @rpc
     async def ack(self, task_id: int, token: int) -> bool:
         """The handler finished: the task is done and removed. False: the lease was already lost."""
-        return self.store.ack(task_id, token)
+        _check_lease(task_id, token)
+        return await self._write(self.store.ack, task_id, token)
 
     @rpc
     async def nack(self, task_id: int, token: int, error: str = "", retry_after: float = 0.0) -> str:
         """The handler raised: a failed delivery. Answers ``retry``, ``dead`` or ``stale``."""
-        return self.store.nack(task_id, token, error, now=time.time(), retry_after=retry_after)
+        _check_lease(task_id, token)
+        return await self._write(
+            self.store.nack, task_id, token, error, now=time.time(), retry_after=retry_after
+        )
 
     @rpc
     async def reject(self, task_id: int, token: int, reason: str) -> bool:
         """The payload cannot be handled (does not validate): straight to the dead letters."""
-        return self.store.reject(task_id, token, reason, now=time.time())
+        _check_lease(task_id, token)
+        return await self._write(self.store.reject, task_id, token, reason, now=time.time())
 
     @rpc
     async def release(self, leases: list[tuple[int, int]]) -> int:
         """Hand deliveries back unrun (worker stopping); they are not counted as tries."""
-        released = sum(self.store.release(task_id, token) for task_id, token in leases)
+        for task_id, token in leases:
+            _check_lease(task_id, token)
+        released = await self._write(self.store.release_many, leases)
         self._wake_all()
         return released
 
     @rpc
     async def renew(self, leases: list[tuple[int, int]]) -> dict[str, Any]:
         """Extend the leases of running handlers; ``lost`` lists those this worker no longer holds."""
-        lost = self.store.renew(leases, now=time.time(), lease=self.lease)
+        for task_id, token in leases:
+            _check_lease(task_id, token)
+        lost = await self._write(self.store.renew, leases, now=time.time(), lease=self.lease)
         return {"lost": lost, "lease_ms": int(self.lease * 1000)}
 
     @rpc
@@ -306,6 +419,7 @@ class TaskQueue(Service):
     @rpc(idempotent=True)
     async def stats(self) -> dict[str, Any]:
         """Counters since start, depth per task name, fire-and-forget buffers."""
+        await self._settled()
         return self.statistics()
 
     def statistics(self) -> dict[str, Any]:
@@ -325,6 +439,7 @@ class TaskQueue(Service):
     @rpc(idempotent=True)
     async def dead(self, name: str | None = None, after: int = 0, limit: int = 100) -> list[dict[str, Any]]:
         """Dead letters, oldest first: id, name, payload, deliveries, reason, last error, times."""
+        await self._settled()
         return self.store.dead_letters(name=name, after=after, limit=limit)
 
     @rpc
@@ -334,7 +449,7 @@ class TaskQueue(Service):
         """Put dead letters back in the queue (``ids``, or ``everything`` optionally of one ``name``)."""
         if ids is None and not everything:
             raise InvalidArgumentError("give ids, or everything=true", details={"field": "ids"})
-        count = self.store.replay(ids, name=name, now=time.time())
+        count = await self._write(self.store.replay, ids, name=name, now=time.time())
         self._wake_all()
         return count
 
@@ -345,7 +460,11 @@ class TaskQueue(Service):
         """Delete dead letters for good (``ids``, or ``everything`` optionally of one ``name``)."""
         if ids is None and not everything:
             raise InvalidArgumentError("give ids, or everything=true", details={"field": "ids"})
-        return self.store.purge(ids, name=name)
+        return await self._write(self.store.purge, ids, name=name)
+
+
+def _nothing() -> None:
+    """A write that adds nothing: waits for the COMMIT of what this turn already wrote."""
 
 
 class _QueueComponent:

@@ -10,12 +10,14 @@ seconds since the epoch, because it has to survive a restart), never read here.
 
 from __future__ import annotations
 
+import contextlib
 import random
 import sqlite3
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from types import TracebackType
 from typing import Any
 
 __all__ = ("Lease", "QueueFullError", "TaskStore")
@@ -95,20 +97,64 @@ class TaskStore:
         self._pending: Counter[str] = Counter(
             dict(self._db.execute("SELECT name, COUNT(*) FROM tasks GROUP BY name").fetchall())
         )
+        self._shared = False
+        # What the in-memory counts were when the open transaction began: a rollback restores them.
+        self._saved: tuple[Counter[str], Counter[str]] | None = None
+        self._write = _Write(self)
 
     def close(self) -> None:
+        if self._shared or self._saved is not None:
+            self.rollback()
         self._db.close()
 
-    def _tx(self) -> sqlite3.Connection:
+    # -- transactions ----------------------------------------------------------
+    #
+    # Every write runs inside a transaction. Without ``begin()`` each call is its own
+    # (committed before it returns). After ``begin()`` the calls share one, begun at the
+    # first write, until ``commit()``: group commit, one COMMIT (one WAL write, one fsync
+    # with synchronous=FULL) for many writes. A call that fails inside a shared
+    # transaction rolls all of it back, since SQLite may already have undone part of it
+    # (disk full, I/O error); ``shared`` is then False.
+
+    @property
+    def shared(self) -> bool:
+        """Writes join a shared transaction (``begin()`` without ``commit()``/``rollback()`` yet)."""
+        return self._shared
+
+    def begin(self) -> None:
+        if self._shared:
+            raise RuntimeError("a shared transaction is already open")
+        self._shared = True
+
+    def commit(self) -> None:
+        """Make the shared transaction durable; if that fails it is rolled back and the error raised."""
+        self._shared = False
+        if self._saved is None:
+            return  # nothing was written
+        try:
+            self._db.execute("COMMIT")
+        except BaseException:
+            self.rollback()
+            raise
+        self._saved = None
+
+    def _begin(self) -> None:
         self._db.execute("BEGIN IMMEDIATE")
-        return self._db
+        self._saved = (self._pending.copy(), self.counters.copy())
 
-    def _commit(self) -> None:
-        self._db.execute("COMMIT")
-
-    def _rollback(self) -> None:
+    def rollback(self) -> None:
+        """Undo the open transaction, and what it did to the in-memory counts."""
+        self._shared = False
+        saved, self._saved = self._saved, None
         if self._db.in_transaction:
-            self._db.execute("ROLLBACK")
+            with contextlib.suppress(sqlite3.Error):  # the connection may have rolled back already
+                self._db.execute("ROLLBACK")
+        if saved is not None:
+            # In place: callers may hold these counters.
+            self._pending.clear()
+            self._pending.update(saved[0])
+            self.counters.clear()
+            self.counters.update(saved[1])
 
     # -- producers -------------------------------------------------------------
 
@@ -135,13 +181,14 @@ class TaskStore:
             self.counters["rejected_full"] += 1
             raise QueueFullError(name)
         expires = None if ttl is None else now + ttl
-        cur = self._db.execute(
-            "INSERT INTO tasks (name, payload, key, available_at, created_at, expires_at) "
-            "VALUES (?,?,?,?,?,?)",
-            (name, payload, key, now, now, expires),
-        )
-        self._pending[name] += 1
-        self.counters["accepted"] += 1
+        with self._write as db:
+            cur = db.execute(
+                "INSERT INTO tasks (name, payload, key, available_at, created_at, expires_at) "
+                "VALUES (?,?,?,?,?,?)",
+                (name, payload, key, now, now, expires),
+            )
+            self._pending[name] += 1
+            self.counters["accepted"] += 1
         return int(cur.lastrowid or 0), False
 
     # -- workers ---------------------------------------------------------------
@@ -165,13 +212,15 @@ class TaskStore:
             return []
         out: list[Lease] = []
         size = 0
-        db = self._tx()
-        try:
-            rows = db.execute(
-                "SELECT id, payload, deliveries, expires_at FROM tasks "
-                "WHERE name = ? AND leased = 0 AND available_at <= ? ORDER BY id LIMIT ?",
-                (name, now, n),
-            ).fetchall()
+        # Read before writing: an empty claim (waiting workers polling) opens no transaction.
+        rows = self._db.execute(
+            "SELECT id, payload, deliveries, expires_at FROM tasks "
+            "WHERE name = ? AND leased = 0 AND available_at <= ? ORDER BY id LIMIT ?",
+            (name, now, n),
+        ).fetchall()
+        if not rows:
+            return out
+        with self._write as db:
             for task_id, payload, deliveries, expires_at in rows:
                 if out and size + len(payload) > max_bytes:
                     break
@@ -188,63 +237,70 @@ class TaskStore:
                 )
                 out.append(Lease(task_id, name, bytes(payload), deliveries + 1, token))
                 size += len(payload)
-            self._commit()
-        except BaseException:
-            self._rollback()
-            raise
-        self.counters["delivered"] += len(out)
-        self.counters["redelivered"] += sum(1 for lease_ in out if lease_.deliveries > 1)
+            self.counters["delivered"] += len(out)
+            self.counters["redelivered"] += sum(1 for lease_ in out if lease_.deliveries > 1)
         return out
 
     def ack(self, task_id: int, token: int) -> bool:
-        cur = self._db.execute(
-            "DELETE FROM tasks WHERE id = ? AND token = ? AND leased = 1 RETURNING name", (task_id, token)
-        )
-        row = cur.fetchone()
-        if row is None:
-            self.counters["stale_settles"] += 1
-            return False
-        self._pending[row[0]] -= 1
-        self.counters["acked"] += 1
+        with self._write as db:
+            row = db.execute(
+                "DELETE FROM tasks WHERE id = ? AND token = ? AND leased = 1 RETURNING name", (task_id, token)
+            ).fetchone()
+            if row is None:
+                self.counters["stale_settles"] += 1
+                return False
+            self._pending[row[0]] -= 1
+            self.counters["acked"] += 1
         return True
 
     def nack(self, task_id: int, token: int, error: str, *, now: float, retry_after: float) -> str:
         """A failed delivery: back to ready after ``retry_after``, or dead. Returns retry/dead/stale."""
-        row = self._db.execute(
-            "SELECT deliveries, COALESCE(max_deliveries, ?) FROM tasks "
-            "WHERE id = ? AND token = ? AND leased = 1",
-            (self.default_max_deliveries, task_id, token),
-        ).fetchone()
-        if row is None:
-            self.counters["stale_settles"] += 1
-            return "stale"
-        self.counters["failed"] += 1
-        deliveries, max_deliveries = row
-        if deliveries >= max_deliveries:
-            self._bury(task_id, "failed", error[-_MAX_ERROR:], now)
-            return "dead"
-        self._db.execute(
-            "UPDATE tasks SET leased = 0, token = NULL, lease_until = NULL, available_at = ?, last_error = ? "
-            "WHERE id = ?",
-            (now + max(0.0, retry_after), error[-_MAX_ERROR:], task_id),
-        )
+        with self._write as db:
+            row = db.execute(
+                "SELECT deliveries, COALESCE(max_deliveries, ?) FROM tasks "
+                "WHERE id = ? AND token = ? AND leased = 1",
+                (self.default_max_deliveries, task_id, token),
+            ).fetchone()
+            if row is None:
+                self.counters["stale_settles"] += 1
+                return "stale"
+            self.counters["failed"] += 1
+            deliveries, max_deliveries = row
+            if deliveries >= max_deliveries:
+                self._bury(task_id, "failed", error[-_MAX_ERROR:], now)
+                return "dead"
+            db.execute(
+                "UPDATE tasks SET leased = 0, token = NULL, lease_until = NULL, available_at = ?, "
+                "last_error = ? WHERE id = ?",
+                (now + max(0.0, retry_after), error[-_MAX_ERROR:], task_id),
+            )
         return "retry"
 
     def reject(self, task_id: int, token: int, reason: str, *, now: float) -> bool:
         """Dead-letter at once: the payload can never succeed (it does not validate)."""
-        row = self._db.execute(
-            "SELECT 1 FROM tasks WHERE id = ? AND token = ? AND leased = 1", (task_id, token)
-        ).fetchone()
-        if row is None:
-            self.counters["stale_settles"] += 1
-            return False
-        self.counters["invalid"] += 1
-        self._bury(task_id, "invalid", reason[-_MAX_ERROR:], now)
+        with self._write as db:
+            row = db.execute(
+                "SELECT 1 FROM tasks WHERE id = ? AND token = ? AND leased = 1", (task_id, token)
+            ).fetchone()
+            if row is None:
+                self.counters["stale_settles"] += 1
+                return False
+            self.counters["invalid"] += 1
+            self._bury(task_id, "invalid", reason[-_MAX_ERROR:], now)
         return True
 
     def release(self, task_id: int, token: int) -> bool:
         """Give a delivery back unrun (worker shutting down): ready at once, not counted as a try."""
-        cur = self._db.execute(
+        with self._write as db:
+            return self._release(db, task_id, token)
+
+    def release_many(self, leases: Iterable[tuple[int, int]]) -> int:
+        """``release`` each, in one transaction; returns how many were still held."""
+        with self._write as db:
+            return sum(self._release(db, task_id, token) for task_id, token in leases)
+
+    def _release(self, db: sqlite3.Connection, task_id: int, token: int) -> bool:
+        cur = db.execute(
             "UPDATE tasks SET leased = 0, token = NULL, lease_until = NULL, deliveries = deliveries - 1 "
             "WHERE id = ? AND token = ? AND leased = 1",
             (task_id, token),
@@ -258,8 +314,7 @@ class TaskStore:
     def renew(self, leases: Iterable[tuple[int, int]], *, now: float, lease: float) -> list[tuple[int, int]]:
         """Extend leases; returns those no longer held (expired, maybe given to another worker)."""
         lost: list[tuple[int, int]] = []
-        db = self._tx()
-        try:
+        with self._write as db:
             for task_id, token in leases:
                 cur = db.execute(
                     "UPDATE tasks SET lease_until = ? WHERE id = ? AND token = ? AND leased = 1",
@@ -267,11 +322,7 @@ class TaskStore:
                 )
                 if not cur.rowcount:
                     lost.append((task_id, token))
-            self._commit()
-        except BaseException:
-            self._rollback()
-            raise
-        self.counters["leases_lost"] += len(lost)
+            self.counters["leases_lost"] += len(lost)
         return lost
 
     def expire_leases(self, now: float) -> list[str]:
@@ -287,8 +338,7 @@ class TaskStore:
         names: set[str] = set()
         if not rows:
             return []
-        db = self._tx()
-        try:
+        with self._write as db:
             for task_id, name, deliveries, max_deliveries in rows:
                 self.counters["lease_expired"] += 1
                 if deliveries >= max_deliveries:
@@ -300,13 +350,10 @@ class TaskStore:
                     (now, task_id),
                 )
                 names.add(name)
-            self._commit()
-        except BaseException:
-            self._rollback()
-            raise
         return sorted(names)
 
     def _bury(self, task_id: int, reason: str, error: str, now: float) -> None:
+        """Move a task to the dead letters; only inside ``self._write``."""
         row = self._db.execute(
             "DELETE FROM tasks WHERE id = ? RETURNING name, payload, deliveries, created_at", (task_id,)
         ).fetchone()
@@ -343,8 +390,7 @@ class TaskStore:
     def replay(self, ids: Iterable[int] | None, *, name: str | None = None, now: float) -> int:
         """Move dead letters back to the queue with a fresh delivery count."""
         where = self._select_dead(ids, name)
-        db = self._tx()
-        try:
+        with self._write as db:
             rows = db.execute(
                 f"DELETE FROM dead WHERE {where} RETURNING id, name, payload, created_at",  # ids are ints
                 (name, name),
@@ -355,17 +401,14 @@ class TaskStore:
                     (task_id, task_name, payload, now, created_at),
                 )
                 self._pending[task_name] += 1
-            self._commit()
-        except BaseException:
-            self._rollback()
-            raise
-        self.counters["replayed"] += len(rows)
+            self.counters["replayed"] += len(rows)
         return len(rows)
 
     def purge(self, ids: Iterable[int] | None, *, name: str | None = None) -> int:
         where = self._select_dead(ids, name)
-        cur = self._db.execute(f"DELETE FROM dead WHERE {where}", (name, name))  # ids are ints
-        self.counters["purged"] += cur.rowcount
+        with self._write as db:
+            cur = db.execute(f"DELETE FROM dead WHERE {where}", (name, name))  # ids are ints
+            self.counters["purged"] += cur.rowcount
         return cur.rowcount
 
     # -- observing -------------------------------------------------------------
@@ -383,3 +426,32 @@ class TaskStore:
         for name, count in self._db.execute("SELECT name, COUNT(*) FROM dead GROUP BY name"):
             out.setdefault(name, {"ready": 0, "delayed": 0, "leased": 0, "dead": 0})["dead"] = count
         return out
+
+
+class _Write:
+    """``with store._write as db``: join the open transaction, or run in one of its own.
+
+    A plain class rather than ``contextlib.contextmanager``: it runs for every write.
+    """
+
+    __slots__ = ("_own", "_store")
+
+    def __init__(self, store: TaskStore) -> None:
+        self._store = store
+        self._own = False
+
+    def __enter__(self) -> sqlite3.Connection:
+        store = self._store
+        # Not reentrant, but never nested: one write runs at a time (the event loop's thread).
+        self._own = not store._shared
+        if store._saved is None:
+            store._begin()
+        return store._db
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if exc_type is not None:
+            self._store.rollback()  # all of a shared transaction: SQLite may have undone part of it
+        elif self._own:
+            self._store.commit()
