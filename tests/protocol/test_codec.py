@@ -21,6 +21,7 @@ from zmicro.protocol import (
     MAX_NAME_LENGTH,
     SIGNATURE,
     VERSION,
+    Batch,
     Cancel,
     ErrorReply,
     Event,
@@ -34,6 +35,7 @@ from zmicro.protocol import (
     Subscribed,
     decode,
     decode_value,
+    encode_batch,
     encode_cancel,
     encode_error,
     encode_ping,
@@ -533,6 +535,7 @@ _DOC_EXAMPLES = {
     "cancel": encode_cancel(1),
     "ping": encode_ping(7),
     "pong": encode_pong(7),
+    "batch": encode_batch([encode_cancel(1), encode_cancel(2)]),
 }
 
 # A marker comment, then a fenced block: offsets end in ":", the rest are hex byte pairs.
@@ -575,3 +578,55 @@ def test_doc_examples_decode_to_what_the_doc_says() -> None:
     rep = decode(dumps["reply"])
     assert isinstance(rep, Reply)
     assert (rep.id, decode_value(rep.result)) == (1, "Hello, world!")
+
+
+# -- BATCH ----------------------------------------------------------------------------
+
+
+frames_strategy = st.lists(
+    st.builds(encode_cancel, st.integers(1, 2**63 - 1))
+    | st.builds(encode_reply, st.integers(1, 2**63 - 1), st.text(max_size=300)),
+    min_size=1,
+    max_size=300,
+)
+
+
+@given(frames_strategy, st.integers(64, 4096), st.integers(1, 64))
+def test_pack_keeps_every_frame_in_order_within_the_limits(
+    frames: list[bytes], max_bytes: int, count: int
+) -> None:
+    from zmicro.protocol import decode_each, pack
+
+    packed = pack(frames, max_bytes=max_bytes, max_count=count)
+    assert sum(n for _, n in packed) == len(frames)
+    out: list[bytes] = []
+    for message, n in packed:
+        msg = decode(message)
+        if isinstance(msg, Batch):
+            assert 2 <= n == len(msg.messages) <= count
+            assert len(message) <= max_bytes + 16 or n == 1
+            out.extend(msg.messages)
+        else:
+            assert n == 1
+            out.append(message)
+        assert len(list(decode_each(message))) == n
+    assert out == frames
+
+
+def test_batch_inside_batch_is_an_error_that_does_not_hide_the_rest() -> None:
+    from zmicro.protocol import decode_each
+
+    inner = encode_batch([encode_cancel(1), encode_cancel(2)])
+    got = list(decode_each(encode_batch([encode_cancel(3), inner, b"junk", encode_cancel(4)])))
+    assert got[0] == Cancel(3) and got[3] == Cancel(4)
+    assert isinstance(got[1], ProtocolError) and "inside a BATCH" in str(got[1])
+    assert isinstance(got[2], ProtocolError)
+
+
+def test_a_big_frame_goes_alone() -> None:
+    from zmicro.protocol import pack
+
+    small, big = encode_cancel(1), encode_reply(2, "x" * 5000)
+    packed = pack([small, small, big, small], max_bytes=64 * 1024, solo_bytes=1024)
+    assert [n for _, n in packed] == [2, 1, 1]
+    assert packed[1][0] == big
