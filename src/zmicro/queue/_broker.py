@@ -45,6 +45,9 @@ _MAX_CREDIT = 1_000
 _MAX_STREAMS = 1_000
 _POLL = 0.25  # waiting fetches look again this often (retries whose delay has passed)
 _MAX_GROUP = 512  # writes in one shared transaction: past it, commit at once (short loop stalls)
+_MAX_HOLD = 1.0  # a paced submit waits at most this long for room, then is stored anyway
+_MAX_HELD = 512  # paced submits held at once; more are not held (they would crowd out fetches and acks)
+_CONSUMED = 2.0  # a name counts as being consumed this long after a fetch asked for it
 _INT64 = 1 << 63
 
 _T = TypeVar("_T")
@@ -63,6 +66,13 @@ def default_path() -> Path:
 def _resolve(fut: asyncio.Future[None]) -> None:
     if not fut.done():
         fut.set_result(None)
+
+
+def _give_up(held: deque[asyncio.Future[None]], fut: asyncio.Future[None]) -> None:
+    """A held submit waited long enough: out of the line, and on to be stored."""
+    with contextlib.suppress(ValueError):
+        held.remove(fut)
+    _resolve(fut)
 
 
 def _check_name(name: str) -> None:
@@ -88,7 +98,10 @@ class TaskQueue(Service):
     ``path`` is the SQLite file (``":memory:"`` keeps nothing across restarts: tests).
     ``lease`` is how long a worker may stay silent before its task goes to another one.
     ``max_pending`` bounds the stored tasks of each name: past it ``submit`` is answered
-    "overloaded". ``max_stream`` bounds the fire-and-forget buffer of each name.
+    "overloaded". ``soft_max_pending`` paces intake: past it, while workers take that
+    name, a submit waits (up to a second) until as many tasks have left as arrive, so
+    deliveries and acks get the queue's time instead of a growing backlog.
+    ``max_stream`` bounds the fire-and-forget buffer of each name.
     ``synchronous`` is SQLite's: ``"NORMAL"`` survives a crash of this process,
     ``"FULL"`` also a power loss (an fsync per accepted task).
     """
@@ -107,6 +120,7 @@ class TaskQueue(Service):
         max_deliveries: int = 5,
         max_stream: int = 10_000,
         synchronous: str = "NORMAL",
+        soft_max_pending: int = 10_000,
     ) -> None:
         self.path = str(path if path is not None else default_path())
         self.lease = float(lease if lease is not None else os.environ.get("ZMICRO_QUEUE_LEASE", 30.0))
@@ -119,6 +133,7 @@ class TaskQueue(Service):
             )
         self.max_deliveries = max_deliveries
         self.max_stream = max_stream
+        self.soft_max_pending = soft_max_pending
         self.synchronous = synchronous
         self._store: TaskStore | None = None
         self._streams: dict[str, deque[bytes]] = {}
@@ -129,6 +144,10 @@ class TaskQueue(Service):
         self.counters: Counter[str] = Counter()
         # Group commit: the writes of one loop turn share a transaction; each waits here for its COMMIT.
         self._group: list[asyncio.Future[None]] | None = None
+        # Pacing: submits held until tasks of their name leave, and when each name was last fetched.
+        self._held: dict[str, deque[asyncio.Future[None]]] = {}
+        self._held_count = 0
+        self._fetched: dict[str, float] = {}
 
     @property
     def store(self) -> TaskStore:
@@ -206,6 +225,8 @@ class TaskQueue(Service):
         for fut in group:
             if not fut.done():  # a cancelled writer: its write stands, nobody hears of it
                 fut.set_result(None)
+        if self._held:
+            self._admit()
 
     def _fail(self, group: list[asyncio.Future[None]], exc: BaseException, *, current: bool = True) -> None:
         if current and self._group is group:
@@ -265,6 +286,53 @@ class TaskQueue(Service):
                     if not waiters:
                         del self._waiters[name]
 
+    # -- pacing ----------------------------------------------------------------
+    #
+    # Intake is much cheaper than delivery, so a steady stream of submits would take
+    # most of the queue's time and grow a backlog while workers starve. Past
+    # ``soft_max_pending`` stored tasks of a name that workers are taking, a submit waits
+    # for room before it is stored: the producer is slowed to the rate tasks leave.
+
+    def _paced(self, name: str) -> bool:
+        if self.store.pending(name) < self.soft_max_pending or self._held_count >= _MAX_HELD:
+            return False
+        fetched = self._fetched.get(name)
+        return fetched is not None and time.monotonic() - fetched < _CONSUMED
+
+    async def _room(self, name: str) -> None:
+        """Wait until ``name`` is below its soft bound again, at most ``_MAX_HOLD`` (and the deadline)."""
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[None] = loop.create_future()
+        held = self._held.setdefault(name, deque())
+        held.append(fut)
+        self._held_count += 1
+        self.counters["submits_paced"] += 1
+        hold = min(_MAX_HOLD, max(0.0, (remaining() or _MAX_HOLD) - 0.1))
+        timer = loop.call_later(hold, _give_up, held, fut)
+        try:
+            await fut
+        finally:
+            timer.cancel()
+            self._held_count -= 1
+            if fut.cancelled():
+                with contextlib.suppress(ValueError):
+                    held.remove(fut)
+            if not held and self._held.get(name) is held:
+                del self._held[name]
+
+    def _admit(self) -> None:
+        """After a commit: let as many held submits go as there is room below the soft bound."""
+        store = self.store
+        for name, held in list(self._held.items()):
+            room = self.soft_max_pending - store.pending(name)
+            while held and room > 0:
+                fut = held.popleft()
+                if not fut.done():
+                    fut.set_result(None)
+                    room -= 1
+            if not held:
+                del self._held[name]
+
     # -- producers -------------------------------------------------------------
 
     @rpc
@@ -275,6 +343,8 @@ class TaskQueue(Service):
         _check_name(name)
         if ttl is not None and ttl <= 0:
             raise InvalidArgumentError("ttl must be positive", details={"field": "ttl"})
+        if self._paced(name):
+            await self._room(name)
         try:
             task_id, _ = await self._write(
                 self.store.enqueue,
@@ -326,6 +396,9 @@ class TaskQueue(Service):
             _check_name(name)
         credit = {n: min(c, _MAX_CREDIT) for n, c in credit.items() if c > 0}
         limits = max_deliveries or {}
+        mono = time.monotonic()
+        for name in credit:
+            self._fetched[name] = mono
         budget = min(wait_ms / 1000.0, max(0.0, (remaining() or 0.0) - 0.5))
         until = time.monotonic() + budget
         while True:
