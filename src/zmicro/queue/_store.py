@@ -220,23 +220,30 @@ class TaskStore:
         ).fetchall()
         if not rows:
             return out
+        expired: list[tuple[int]] = []
+        updates: list[tuple[float, int, int | None, int]] = []
+        until = now + lease
+        for task_id, payload, deliveries, expires_at in rows:
+            if out and size + len(payload) > max_bytes:
+                break
+            if expires_at is not None and expires_at <= now:
+                expired.append((task_id,))
+                continue
+            token = self._rng.getrandbits(62)
+            updates.append((until, token, max_deliveries, task_id))
+            out.append(Lease(task_id, name, bytes(payload), deliveries + 1, token))
+            size += len(payload)
         with self._write as db:
-            for task_id, payload, deliveries, expires_at in rows:
-                if out and size + len(payload) > max_bytes:
-                    break
-                if expires_at is not None and expires_at <= now:
-                    db.execute("DELETE FROM tasks WHERE id = ?", (task_id,))
-                    self._pending[name] -= 1
-                    self.counters["expired"] += 1
-                    continue
-                token = self._rng.getrandbits(62)
-                db.execute(
-                    "UPDATE tasks SET leased = 1, deliveries = deliveries + 1, lease_until = ?, token = ?, "
-                    "max_deliveries = COALESCE(?, max_deliveries) WHERE id = ?",
-                    (now + lease, token, max_deliveries, task_id),
-                )
-                out.append(Lease(task_id, name, bytes(payload), deliveries + 1, token))
-                size += len(payload)
+            # One statement for all the rows (executemany loops in C, one prepared statement).
+            if expired:
+                db.executemany("DELETE FROM tasks WHERE id = ?", expired)
+                self._pending[name] -= len(expired)
+                self.counters["expired"] += len(expired)
+            db.executemany(
+                "UPDATE tasks SET leased = 1, deliveries = deliveries + 1, lease_until = ?, token = ?, "
+                "max_deliveries = COALESCE(?, max_deliveries) WHERE id = ?",
+                updates,
+            )
             self.counters["delivered"] += len(out)
             self.counters["redelivered"] += sum(1 for lease_ in out if lease_.deliveries > 1)
         return out
