@@ -268,13 +268,6 @@ async def test_mixed_outcomes_each_answered_once_with_the_right_error(
     await assert_serving(client)
 
 
-@pytest.mark.xfail(
-    reason=(
-        "RpcServer.send_reply (_rpc_server.py l.191-202) lost its `return` after send_error for an "
-        "oversized result: the ResultTooLarge error AND the oversized reply are both sent"
-    ),
-    strict=True,
-)
 async def test_oversized_result_is_answered_with_one_error_only(
     server: zmicro.Server, client: zmicro.Client
 ) -> None:
@@ -289,14 +282,6 @@ async def test_oversized_result_is_answered_with_one_error_only(
     assert counters(server).get("oversized_results") == 1
 
 
-@pytest.mark.xfail(
-    reason=(
-        "RpcServer.send_reply still sends a result over the limit after its error (missing return):"
-        " past the caller MAXMSGSIZE libzmq drops the connection and other calls fail with "
-        "PeerLostError"
-    ),
-    strict=True,
-)
 async def test_oversized_result_beyond_callers_limit_leaves_other_calls_alone(
     server: zmicro.Server, client: zmicro.Client
 ) -> None:
@@ -458,28 +443,23 @@ async def test_full_batch_against_a_narrow_service_every_request_answered(
         assert srv.statistics()["services"]["batchy"] == {"active": 0, "queued": 0, "rejected": n - 6}
 
 
-async def test_oversized_batch_from_a_raw_peer_is_refused(
+async def test_a_batch_over_the_message_limit_is_served_message_by_message(
     zsocket: Callable[..., zmq.asyncio.Socket],
 ) -> None:
+    """The limit applies to each message in a BATCH; one over it gets its own error, with its id."""
     async with serving(Batchy(), max_message_bytes=16 * 1024) as srv:
         sock = zsocket(zmq.DEALER)
         sock.connect(srv.endpoint)
         frames = [req(i, "hello", who="x" * 4000) for i in range(1, 9)]
+        frames.append(req(9, "hello", who="y" * 20_000))
         await sock.send(p.encode_batch(frames))
-        (err,) = await recv_messages(sock, 1)
+        answers = by_id(await recv_messages(sock, 9))
+        assert all(isinstance(answers[i], p.Reply) for i in range(1, 9))
+        err = answers[9]
         assert isinstance(err, p.ErrorReply) and err.code == "protocol_error"
         assert "exceeds" in err.message
-        assert counters(srv).get("oversized") == 1
 
 
-@pytest.mark.xfail(
-    reason=(
-        "the client packs up to 64 KiB of requests into one BATCH; RpcServer._on_message applies "
-        "max_message_bytes to the whole BATCH and answers protocol_error id 0, so every call in it "
-        "waits for its deadline"
-    ),
-    strict=True,
-)
 async def test_coalesced_requests_each_under_the_limit_are_served(
     zsocket: Callable[..., zmq.asyncio.Socket],
 ) -> None:
@@ -501,13 +481,6 @@ async def test_coalesced_requests_each_under_the_limit_are_served(
 # -- CANCEL and deadlines -----------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    reason=(
-        "Server.on_cancel cancels a handler task that has not started; the coroutine never runs, so"
-        " Server._run/_finish never run: the _running entry and the concurrency slot leak"
-    ),
-    strict=True,
-)
 async def test_cancel_after_request_in_same_batch_frees_the_slot(
     zsocket: Callable[..., zmq.asyncio.Socket],
 ) -> None:
@@ -567,13 +540,6 @@ async def test_idempotent_repeats_in_one_batch_run_once(
     assert c.get("joined_running") == 4 and c.get("replayed") == 1
 
 
-@pytest.mark.xfail(
-    reason=(
-        "a task cancelled before it starts never runs Server._run, so _finish/_answer never run and"
-        " the repeat that joined the idempotency key is never answered"
-    ),
-    strict=True,
-)
 async def test_idempotent_first_attempt_cancelled_in_batch_answers_the_joined_repeat(
     server: zmicro.Server, dealer: zmq.asyncio.Socket
 ) -> None:
@@ -588,14 +554,6 @@ async def test_idempotent_first_attempt_cancelled_in_batch_answers_the_joined_re
     await wait_until(lambda: server.statistics()["running"] == 0)
 
 
-@pytest.mark.xfail(
-    reason=(
-        "RpcServer.send_reply has no return after the unencodable-result error: len(body) raises "
-        "UnboundLocalError, which escapes on_request on the replay path and drops the rest of the "
-        "BATCH"
-    ),
-    strict=True,
-)
 async def test_replayed_unencodable_result_does_not_lose_the_rest_of_the_batch(
     server: zmicro.Server, dealer: zmq.asyncio.Socket
 ) -> None:
@@ -829,13 +787,6 @@ async def test_server_killed_with_calls_in_flight_fails_them_promptly() -> None:
 # -- bounded state --------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    reason=(
-        "Server._finish discards the key from its tick but leaves the tick entry and its call_at "
-        "timer until the deadline: memory grows with deadline horizon, not with running handlers"
-    ),
-    strict=True,
-)
 async def test_finished_requests_leave_no_deadline_state_behind(
     server: zmicro.Server, dealer: zmq.asyncio.Socket
 ) -> None:

@@ -101,6 +101,8 @@ class _Running:
     tick: int
     """The deadline tick this request is watched under (see ``Server._watch``)."""
     task: asyncio.Task[None] = field(init=False)
+    started: bool = False
+    """The task's coroutine began. A task cancelled before that never runs its body."""
     cancel_reason: str | None = None
     """Who cancelled the handler first: "client", "deadline" or "shutdown"."""
     thread_future: list[ThreadFuture[Any]] = field(default_factory=list)
@@ -155,7 +157,7 @@ class Server:
         pool_size = thread_pool_size or min(64, sum(h.admission.max_active for h in self._hosted.values()))
         self._pool = DaemonThreadPool(max(1, pool_size))
         self._running: dict[tuple[bytes, int], _Running] = {}
-        self._ticks: dict[int, set[tuple[bytes, int]]] = {}
+        self._ticks: dict[int, tuple[set[tuple[bytes, int]], asyncio.TimerHandle]] = {}
         self._rpc: RpcServer | None = None
         self._accepting = False
         self._stopped: asyncio.Event | None = None
@@ -337,8 +339,7 @@ class Server:
         assert rpc is not None
         running = self._running.get((peer, request_id))
         if running is not None:
-            running.cancel_reason = running.cancel_reason or "client"
-            running.task.cancel()
+            self._cancel((peer, request_id), running, "client")
             return
         for hosted in self._hosted.values():
             job = hosted.admission.remove(lambda j: j.peer == peer and j.request_id == request_id)
@@ -376,23 +377,40 @@ class Server:
 
     def _watch(self, key: tuple[bytes, int], deadline: float) -> int:
         tick = int(deadline / _TICK) + 1
-        keys = self._ticks.get(tick)
-        if keys is None:
-            self._ticks[tick] = {key}
+        entry = self._ticks.get(tick)
+        if entry is None:
             delay = tick * _TICK - time.monotonic()
-            self._loop.call_at(self._loop.time() + delay, self._on_tick, tick)
+            timer = self._loop.call_at(self._loop.time() + delay, self._on_tick, tick)
+            self._ticks[tick] = ({key}, timer)
         else:
-            keys.add(key)
+            entry[0].add(key)
         return tick
 
+    def _unwatch(self, key: tuple[bytes, int], tick: int) -> None:
+        entry = self._ticks.get(tick)
+        if entry is not None:
+            keys, timer = entry
+            keys.discard(key)
+            if not keys:  # nothing left to watch in this tick: no timer, no state
+                timer.cancel()
+                del self._ticks[tick]
+
     def _on_tick(self, tick: int) -> None:
-        for key in self._ticks.pop(tick, ()):
+        entry = self._ticks.pop(tick, None)
+        for key in entry[0] if entry is not None else ():
             running = self._running.get(key)
             if running is not None and running.cancel_reason is None:
-                running.cancel_reason = "deadline"
-                running.task.cancel()
+                self._cancel(key, running, "deadline")
+
+    def _cancel(self, key: tuple[bytes, int], running: _Running, reason: str) -> None:
+        running.cancel_reason = running.cancel_reason or reason
+        running.task.cancel()
+        if not running.started:
+            # Its coroutine never began, so it cannot answer: answer for it, here.
+            self._finish(key, running, self._cancelled(running))
 
     async def _run(self, key: tuple[bytes, int], running: _Running) -> None:
+        running.started = True
         job = running.job
         outcome: tuple[Any, ...] | None
         try:
@@ -419,9 +437,7 @@ class Server:
     def _finish(self, key: tuple[bytes, int], running: _Running, outcome: tuple[Any, ...] | None) -> None:
         if self._running.get(key) is running:
             del self._running[key]
-        keys = self._ticks.get(running.tick)
-        if keys is not None:
-            keys.discard(key)
+        self._unwatch(key, running.tick)
         try:
             self._answer(running, outcome)
         except Exception:  # answering must never leak the handler's slot
@@ -430,7 +446,10 @@ class Server:
         if not self._running:
             # Nothing else is running, so no other reply could join this one: send it now
             # rather than a loop turn later. (Busy servers coalesce; idle ones answer at once.)
-            self.rpc.flush()
+            try:
+                self.rpc.flush()
+            except Exception:
+                log.exception("could not send replies")
 
     def _answer(self, running: _Running, outcome: tuple[Any, ...] | None) -> None:
         job = running.job
@@ -440,6 +459,8 @@ class Server:
             store = outcome is not None and (outcome[0] == "ok" or outcome[1] in _REPLAYABLE)
             waiters = self._replay.finish(job.replay_key, outcome, store=store, now=time.monotonic())
             if outcome is None and len(waiters) > 1:
+                # The caller that cancelled is not answered (a CANCEL never is); the repeats are.
+                waiters = [w for w in waiters if w != (job.peer, job.request_id)]
                 outcome = (
                     "error",
                     "unavailable",
@@ -622,12 +643,11 @@ class Server:
             tasks = [r.task for r in self._running.values()]
             if tasks:
                 await asyncio.wait(tasks, timeout=grace)
-            leftover = list(self._running.values())
-            for running in leftover:
-                running.cancel_reason = running.cancel_reason or "shutdown"
-                running.task.cancel()
+            leftover = list(self._running.items())
+            for key, running in leftover:
+                self._cancel(key, running, "shutdown")
             if leftover:
-                await asyncio.wait([r.task for r in leftover], timeout=1.0)
+                await asyncio.wait([r.task for _, r in leftover], timeout=1.0)
         for hosted in self._hosted.values():
             try:
                 await asyncio.wait_for(hosted.instance.on_stop(), timeout=max(1.0, grace))

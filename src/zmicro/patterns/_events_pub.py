@@ -77,6 +77,7 @@ class EventPublisherCore:
         self.registry_synced = True
         self.closed = False
         rpc.handlers[p.Subscribe] = self._on_subscribe
+        rpc.before_flush.append(self.flush)
 
     # -- subscribers -----------------------------------------------------------
 
@@ -178,6 +179,8 @@ class EventPublisherCore:
         if self._flush_handle is not None:
             self._flush_handle.cancel()
             self._flush_handle = None
+        if not self._pending:
+            return
         blocked = False
         for key, (stream, queued) in list(self._pending.items()):
             if queued:
@@ -332,4 +335,6 @@ class EventPublisherCore:
             self._flush_handle = None
         self.closed = True
         self._rpc.handlers.pop(p.Subscribe, None)
+        with contextlib.suppress(ValueError):
+            self._rpc.before_flush.remove(self.flush)
         self._notify()

@@ -41,6 +41,9 @@ _MAX_BUDGET_MS = 2**31 - 1
 # Coalesced requests leave once this many are waiting, without waiting for the loop's
 # turn to end: one huge batch would leave the server idle while the client encodes it.
 _FLUSH_AT = 32
+# A server's MAXMSGSIZE is at least its message limit + 64 KiB, so a batch of this size
+# always fits, whatever limit it set; each request in it is checked against that limit.
+_BATCH_BYTES = 60 * 1024
 
 
 class RpcConnection:
@@ -211,7 +214,7 @@ class RpcConnection:
         live = [(rid, body) for rid, body in unsent.items() if rid in table]
         frames = [body for _, body in live]
         start = 0
-        for message, count in p.pack(frames):
+        for message, count in p.pack(frames, _BATCH_BYTES):
             if self._driver.send([message]) is not SendResult.SENT:
                 # Keep the rest, oldest first; the socket says when it can take more.
                 unsent.clear()

@@ -69,6 +69,9 @@ class RpcServer:
         self._loop: asyncio.AbstractEventLoop | None = None
         # Other patterns sharing this socket (events, ...) handle their message kinds here.
         self.handlers: dict[type, Callable[[bytes, Any], None]] = {}
+        # ... and send what they queued before any reply leaves, so that a caller who has
+        # the reply knows the events its call published are on their way.
+        self.before_flush: list[Callable[[], None]] = []
 
     def bind(self, endpoint: str) -> str:
         concrete = bind(self._socket, endpoint)
@@ -96,7 +99,8 @@ class RpcServer:
             self._bad_input("malformed", frames[0], f"expected 1 message frame, got {len(frames) - 1}")
             return
         peer, body = frames
-        if len(body) > self.max_message_bytes:
+        batch = p.is_batch(body)
+        if len(body) > self.max_message_bytes and not batch:
             # Answer with the request's id when it can be read, so the caller is not left waiting.
             self._bad_input(
                 "oversized",
@@ -105,13 +109,19 @@ class RpcServer:
                 p.peek_request_id(body),
             )
             return
-        if p.is_batch(body):
+        if batch:
+            # A BATCH may be larger than one message may (libzmq's MAXMSGSIZE bounds it);
+            # each message in it is held to the limit on its own.
             self.counters["batches_in"] += 1
-        for msg in p.decode_each(body):
-            if type(msg) is ProtocolError:
-                self._bad_input("malformed", peer, str(msg), msg.request_id)
-            else:
-                self._handle(peer, msg)  # type: ignore[arg-type]
+        for msg in p.decode_each(body, self.max_message_bytes):
+            try:
+                if type(msg) is ProtocolError:
+                    self._bad_input("malformed", peer, str(msg), msg.request_id)
+                else:
+                    self._handle(peer, msg)  # type: ignore[arg-type]
+            except Exception:  # one message must never cost the others of its batch or drain pass
+                self.counters["internal_errors"] += 1
+                log.exception("could not handle a message from a peer")
 
     def _handle(self, peer: bytes, msg: p.Message) -> None:
         if type(msg) is p.Request:
@@ -159,9 +169,15 @@ class RpcServer:
         """Send every queued reply now: one message per caller, a BATCH when there are several."""
         self._reading = False
         self._flush_scheduled = False
+        for hook in self.before_flush:
+            hook()
         if not self._outbox:
             return
         outbox, self._outbox = self._outbox, {}
+        if self._driver.closed:
+            # A handler that ignored cancellation finished after shutdown: nobody to send to.
+            self.counters["reply_after_close"] += sum(len(f) for f in outbox.values())
+            return
         self.last_reply_at = time.monotonic()  # replies and errors alike (see Server.stop)
         send, counters = self._driver.send, self.counters
         for peer, frames in outbox.items():
@@ -188,6 +204,7 @@ class RpcServer:
                 f"the result of {what} could not be encoded: {exc}",
                 {"type": "EncodeError"},
             )
+            return
         if len(body) > self.max_message_bytes:
             # Past the caller's size limit libzmq would drop its whole connection, and every
             # other call on it: answer this one with an error instead.
@@ -199,6 +216,7 @@ class RpcServer:
                 f"the result of {what} is {len(body)} bytes, over the {self.max_message_bytes}-byte limit",
                 {"type": "ResultTooLarge"},
             )
+            return
         self.counters["replies"] += 1
         self._send(peer, body)
 

@@ -344,11 +344,12 @@ def decode(frame: bytes | memoryview) -> Message:
         raise ProtocolError(f"bad {Kind(data[3]).name} body: nested too deeply") from None
 
 
-def decode_each(frame: bytes) -> Iterator[Message | ProtocolError]:
+def decode_each(frame: bytes, max_bytes: int | None = None) -> Iterator[Message | ProtocolError]:
     """Every message a frame carries, in order: the frame's own, or each of a BATCH's.
 
     A bad message is yielded as a ``ProtocolError`` (not raised), so that one bad message
-    in a BATCH does not hide the good ones around it.
+    in a BATCH does not hide the good ones around it. ``max_bytes`` limits each message
+    in a BATCH (the caller checks a lone message itself, before anything is decoded).
     """
     try:
         msg = decode(frame)
@@ -359,6 +360,11 @@ def decode_each(frame: bytes) -> Iterator[Message | ProtocolError]:
         yield msg
         return
     for inner in msg.messages:
+        if max_bytes is not None and len(inner) > max_bytes:
+            yield ProtocolError(
+                f"message of {len(inner)} bytes exceeds {max_bytes}", request_id=peek_request_id(inner)
+            )
+            continue
         try:
             one = decode(inner)
         except ProtocolError as exc:
