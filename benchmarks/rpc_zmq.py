@@ -213,7 +213,7 @@ def _server_cmd(key: str) -> list[str]:
             "tcp://127.0.0.1:0",
         ]
         cmd += ["--registry", "none"]
-        return cmd + (["--uvloop"] if key.endswith("uvloop") else [])
+        return cmd + (["--uvloop"] if key.endswith("uvloop") else ["--no-uvloop"])
     return h.module_cmd("rpc_zmq", "serve", key)
 
 

@@ -113,6 +113,10 @@ def _fmt(x: float, digits: int = 0) -> str:
     return "-" if math.isnan(x) else f"{x:,.{digits}f}"
 
 
+def _x(ratio: float) -> str:
+    return "-" if math.isnan(ratio) else f"{ratio:.2f}x"
+
+
 def _ratio(x: float, base: float) -> float:
     return x / base if base and not math.isnan(base) and not math.isnan(x) else math.nan
 
@@ -170,7 +174,7 @@ def _cells(pattern: str, cell: Cell, base: Cell) -> list[str]:
         n = len(_COLUMNS[pattern])
         return ["[red]failed[/]" if cell.errors else "-"] + ["-"] * (n - 1)
     rate, brate = cell.median("rate"), base.median("rate")
-    ratio = _fmt(_ratio(rate, brate), 2) + "x"
+    ratio = _x(_ratio(rate, brate))
     if pattern == "rpc":
         p50 = cell.median("p50_us")
         return [
@@ -178,7 +182,7 @@ def _cells(pattern: str, cell: Cell, base: Cell) -> list[str]:
             ratio,
             _fmt(p50),
             _fmt(cell.median("p99_us")),
-            _fmt(_ratio(p50, base.median("p50_us")), 2) + "x",
+            _x(_ratio(p50, base.median("p50_us"))),
         ]
     if pattern == "events":
         lost = cell.median("lost_share")
@@ -350,6 +354,49 @@ def to_json(
     }
 
 
+def markdown(data: dict[str, Any]) -> str:
+    """The tables of one run as Markdown (for the docs), built from its JSON alone."""
+    m = data["machine"]
+    lines = [
+        f"Measured {m['date']} on {m['cpus']} CPUs ({m['cpu']}), Linux {m['kernel']}, Python {m['python']}, "
+        f"pyzmq {m['pyzmq']}, libzmq {m['libzmq']}, msgspec {m['msgspec']}; zmicro {m['zmicro']} at "
+        f"`{m['commit']}`. Load average at the start: {', '.join(f'{x:.1f}' for x in m['load_average'])}. "
+        f"Median of {data['settings']['repeat']} rounds of {data['settings']['seconds']:g} s per point.",
+        "",
+    ]
+    res = data["results"]
+    for pattern in PATTERNS:
+        rows = [r for r in res if r["pattern"] == pattern]
+        if not rows:
+            continue
+        floor = next((r["label"] for r in rows if r["floor"]), None)
+        lines += [f"**{_TITLES[pattern]}**" + (f" (floor: {floor})" if floor else ""), ""]
+        head = ["point", "row", *(c.replace("\n", " ") for c in _COLUMNS[pattern])]
+        lines += [
+            "| " + " | ".join(head) + " |",
+            "| " + " | ".join(["---", "---"] + ["---:"] * (len(head) - 2)) + " |",
+        ]
+        for point in [p.label for p in h.POINTS[pattern]]:
+            base = next((r for r in rows if r["floor"] and r["point"] == point), None)
+            for r in (r for r in rows if r["point"] == point):
+                cell, bcell = Cell(rounds=r["rounds"]), Cell(rounds=base["rounds"] if base else [])
+                values = [v.replace("[red]", "").replace("[/]", "") for v in _cells(pattern, cell, bcell)]
+                label = f"**{r['label']}**" if r["row"].startswith("zmicro") else r["label"]
+                lines.append(f"| {point} | {label} | " + " | ".join(values) + " |")
+        lines.append("")
+    lines += ["**Targets**", "", "| target | measured | goal | met |", "| --- | ---: | ---: | --- |"]
+    for t in data["targets"]:
+        digits = 0 if t["unit"] == "/s" else 2
+        sign = ">=" if t["higher_is_better"] else "<="
+        met = {True: "yes", False: "**no**", None: "-"}[t["met"]]
+        value = float(t["measured"])
+        measured = "-" if math.isnan(value) else _fmt(value, digits) + t["unit"]
+        lines.append(f"| {t['what']} | {measured} | {sign} {_fmt(t['goal'], digits)}{t['unit']} | {met} |")
+    if data["skipped"]:
+        lines += ["", "Skipped: " + "; ".join(f"{k} ({v})" for k, v in data["skipped"].items())]
+    return "\n".join(lines) + "\n"
+
+
 def chart(data: dict[str, Any], path: Path) -> str | None:
     """Bar charts of calls/s per pattern, log scale; returns why not if matplotlib is missing."""
     try:
@@ -452,6 +499,10 @@ def main(argv: list[str] | None = None) -> int:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(data, indent=1, default=str))
         console.print(f"every number: {args.json}")
+    if args.markdown:
+        Path(args.markdown).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.markdown).write_text(markdown(data))
+        console.print(f"tables as Markdown: {args.markdown}")
     if args.png:
         Path(args.png).parent.mkdir(parents=True, exist_ok=True)
         why = chart(data, Path(args.png))

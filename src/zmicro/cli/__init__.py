@@ -32,12 +32,16 @@ out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
 
 
-def _install_uvloop() -> None:
+def _install_uvloop(required: bool = True) -> bool:
+    """Run on uvloop. ``required``: an error if it is not installed; else False."""
     try:
         import uvloop
     except ImportError:
+        if not required:
+            return False
         raise click.UsageError("--uvloop needs the uvloop package: pip install 'zmicro[uvloop]'") from None
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    return True
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -83,7 +87,11 @@ def cli(log_level: str) -> None:
     help="Where to register: tcp://... (embedded, started if none answers), dns:..., static:..., none.",
 )
 @click.option("--workers", default=1, show_default=True, help="Worker processes, each a separate instance.")
-@click.option("--uvloop", is_flag=True, help="Run on uvloop (faster event loop).")
+@click.option(
+    "--uvloop/--no-uvloop",
+    default=None,
+    help="Run on uvloop, a faster event loop  [default: when it is installed]",
+)
 @click.option(
     "--events-from",
     "event_sources",
@@ -97,7 +105,7 @@ def run(
     max_message_bytes: int,
     registry_url: str,
     workers: int,
-    uvloop: bool,
+    uvloop: bool | None,
     event_sources: tuple[str, ...],
 ) -> None:
     """Serve services: TARGET is FILE.py:Class or module:Class (several allowed).
@@ -123,8 +131,8 @@ def run(
         )
     except ZmicroError as exc:
         raise click.UsageError(str(exc)) from None
-    if uvloop:
-        _install_uvloop()
+    if uvloop is not False:
+        _install_uvloop(required=uvloop is True)
 
     def ready(srv: Server) -> None:
         names = ", ".join(srv.services)
