@@ -6,7 +6,8 @@
 Rounds alternate the rows (a new set of processes for every measurement), so that
 background load on a shared machine falls on every row alike. Each row's ratio is to
 the floor row of the same pattern and point, measured in the same run. The table goes
-to the terminal, every round's numbers to a JSON file, and a chart to a PNG file.
+to the terminal, every round's numbers to a JSON file, the tables as Markdown, and a
+chart to a PNG file.
 """
 
 from __future__ import annotations
@@ -455,6 +456,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--json", default=str(_RESULTS / "latest.json"), help="where to write every number")
     ap.add_argument(
         "--png", default=str(_RESULTS / "latest.png"), help="where to draw the chart ('' for none)"
+    )
+    ap.add_argument(
+        "--markdown",
+        default=str(_RESULTS / "latest.md"),
+        help="where to write the tables as Markdown ('' for none)",
     )
     ap.add_argument("--list", action="store_true", help="list the rows and exit")
     args = ap.parse_args(argv)
