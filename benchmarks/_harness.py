@@ -81,13 +81,20 @@ class Row:
     """Extra check; returns why the row cannot run here (e.g. "no RabbitMQ server"), or None."""
     zmicro: bool = False
     """A zmicro row (checked against the targets), as opposed to a raw floor or a peer."""
+    hint: str = "pip install -e .[bench]"
+    """How to get what ``requires`` names."""
 
     def unavailable(self) -> str | None:
+        import importlib.util
+
         for mod in self.requires:
+            # Found, not imported: some peers patch the standard library when imported.
             try:
-                __import__(mod)
-            except Exception as exc:  # ImportError, or a broken install of a peer
-                return f"{mod} not importable ({type(exc).__name__}); pip install -e .[bench]"
+                found = importlib.util.find_spec(mod) is not None
+            except (ImportError, ValueError):
+                found = False
+            if not found:
+                return f"{mod} not installed; {self.hint}"
         return self.available() if self.available is not None else None
 
 

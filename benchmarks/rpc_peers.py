@@ -436,6 +436,7 @@ ROWS: list[Row] = [
         "nameko over RabbitMQ",
         _measure("nameko"),
         requires=("nameko",),
+        hint="pip install nameko (not in the bench extra: it needs eventlet) and run a RabbitMQ server",
         available=_rabbitmq_reachable,
     ),
 ]
