@@ -7,7 +7,10 @@ worker never sits on a backlog while others idle. Each outstanding ``fetch`` is 
 of credit; when a handler finishes, its slot becomes a new grant at once. While a
 handler runs, its lease is renewed; its outcome settles the delivery: success acks,
 an exception nacks (retried later, dead after ``max_deliveries``), a payload that does
-not validate is rejected straight to the dead letters. On shutdown the worker stops
+not validate is rejected straight to the dead letters. The acks (and nacks) of handlers
+that finish in the same loop turn leave together in one ``ack_many`` (``nack_many``)
+request, stored by the queue in one commit; each handler still waits for its own
+answer. On shutdown the worker stops
 fetching, lets running handlers finish within the grace period and hands back the rest.
 """
 
@@ -28,7 +31,7 @@ from typing import Any
 import msgspec
 
 from ._client import Client
-from ._errors import CallError, ConfigurationError
+from ._errors import CallError, ConfigurationError, NoSuchMethodError, error_from_wire
 from ._ratelog import RateLimitedLog
 from ._server import COMPONENT_FACTORIES, Server
 from ._service import Service
@@ -41,6 +44,7 @@ log = logging.getLogger("zmicro.tasks")
 
 _MAX_FETCHES = 16
 _MAX_ERROR = 4096
+_MAX_SETTLES = 512  # settles in one ack_many/nack_many request (the queue takes up to 1024)
 
 
 @dataclass(slots=True)
@@ -122,6 +126,11 @@ class TaskWorker:
         sync = sum(h.spec.options.concurrency for h in self._handlers.values() if not h.spec.is_async)
         self._pool = DaemonThreadPool(sync, name="zmicro-task") if sync else None
         self._rng = random.Random()
+        # Settles of this loop turn waiting to leave together, by method: (arguments, waiter).
+        self._settles: dict[str, list[tuple[tuple[Any, ...], asyncio.Future[Any]]]] = {}
+        self._settle_requests: set[asyncio.Task[None]] = set()
+        # Off once the queue answers that it has no ack_many (an older one): one call per settle.
+        self.batching = True
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -307,16 +316,27 @@ class TaskWorker:
     async def _settle(self, method: str, d: _Delivery, **kwargs: Any) -> None:
         """Tell the queue the outcome; a few tries, since a lost ack means the task runs again."""
         assert self._client is not None
-        for attempt in range(3):
+        attempt = 0
+        while attempt < 3:
+            batched = self.batching and method in ("ack", "nack")
             try:
-                result = await self._client.call(
-                    QUEUE_SERVICE, method, task_id=d.task_id, token=d.token, _timeout=5.0, **kwargs
-                )
+                if batched:
+                    result = await self._batched(method, d, kwargs)
+                else:
+                    result = await self._client.call(
+                        QUEUE_SERVICE, method, task_id=d.task_id, token=d.token, _timeout=5.0, **kwargs
+                    )
+            except NoSuchMethodError:
+                if batched and not self.batching:
+                    continue  # the queue has no ack_many: again, alone (not a failed try)
+                self.counters["settle_errors"] += 1
+                break
             except CallError as exc:
                 self.counters["settle_errors"] += 1
-                if exc.code in ("invalid_argument", "no_such_method", "no_such_service"):
+                if exc.code in ("invalid_argument", "no_such_service"):
                     break
                 await asyncio.sleep(0.1 * 2**attempt)
+                attempt += 1
                 continue
             if result is False or result == "stale":
                 self.counters["stale_settles"] += 1  # our lease had run out: it may run twice
@@ -324,6 +344,66 @@ class TaskWorker:
                 self.counters["dead_lettered"] += 1
             return
         self._ratelog.warning("settle", f"could not {method} task {d.task_id}; its lease will expire")
+
+    def _batched(self, method: str, d: _Delivery, kwargs: dict[str, Any]) -> asyncio.Future[Any]:
+        """Join this loop turn's ``ack_many``/``nack_many``; the future is this delivery's answer."""
+        loop = asyncio.get_running_loop()
+        args: tuple[Any, ...] = (d.task_id, d.token)
+        if method == "nack":
+            args += (kwargs.get("error", ""), float(kwargs.get("retry_after", 0.0)))
+        batch = self._settles.get(method)
+        if batch is None:
+            batch = self._settles[method] = []
+            # After the callbacks already due in this turn: the other handlers that finish
+            # now join this request instead of making their own.
+            loop.call_soon(self._send_settles, method, batch)
+        waiter: asyncio.Future[Any] = loop.create_future()
+        batch.append((args, waiter))
+        if len(batch) >= _MAX_SETTLES:
+            self._send_settles(method, batch)
+        return waiter
+
+    def _send_settles(self, method: str, batch: list[tuple[tuple[Any, ...], asyncio.Future[Any]]]) -> None:
+        if self._settles.get(method) is not batch:
+            return  # already sent (it filled up)
+        del self._settles[method]
+        task = asyncio.get_running_loop().create_task(self._settle_request(method, batch))
+        self._settle_requests.add(task)
+        task.add_done_callback(self._settle_requests.discard)
+
+    async def _settle_request(
+        self, method: str, batch: list[tuple[tuple[Any, ...], asyncio.Future[Any]]]
+    ) -> None:
+        assert self._client is not None
+        try:
+            if len(batch) == 1:
+                args = batch[0][0]
+                kwargs: dict[str, Any] = {"task_id": args[0], "token": args[1]}
+                if method == "nack":
+                    kwargs.update(error=args[2], retry_after=args[3])
+                answers = [await self._client.call(QUEUE_SERVICE, method, kwargs, _timeout=5.0)]
+            else:
+                self.counters["settle_batches"] += 1
+                field = "leases" if method == "ack" else "items"
+                answers = await self._client.call(
+                    QUEUE_SERVICE, f"{method}_many", {field: [a for a, _ in batch]}, _timeout=5.0
+                )
+                if not isinstance(answers, list) or len(answers) != len(batch):
+                    raise CallError(f"the queue answered {len(batch)} settles with {answers!r}")
+        except BaseException as exc:
+            if isinstance(exc, NoSuchMethodError) and len(batch) > 1:
+                self.batching = False  # before the handlers hear of it: they settle again, alone
+            err = exc if isinstance(exc, CallError) else CallError(f"settling failed: {exc!r}")
+            for _args, waiter in batch:
+                if not waiter.done():
+                    # A copy each: one exception raised in many tasks would pile up their tracebacks.
+                    waiter.set_exception(error_from_wire(err.code, err.message, err.details))
+            if not isinstance(exc, Exception):
+                raise
+            return
+        for (_args, waiter), answer in zip(batch, answers, strict=True):
+            if not waiter.done():  # a handler cancelled at shutdown: its settle stands all the same
+                waiter.set_result(answer)
 
     async def _renew_loop(self) -> None:
         while True:

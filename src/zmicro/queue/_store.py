@@ -191,6 +191,45 @@ class TaskStore:
             self.counters["accepted"] += 1
         return int(cur.lastrowid or 0), False
 
+    def enqueue_many(
+        self,
+        name: str,
+        items: Iterable[tuple[bytes, float | None, str | None]],
+        *,
+        now: float,
+        max_pending: int,
+    ) -> list[int | None]:
+        """``enqueue`` each ``(payload, ttl, key)`` in one transaction; ``None`` where the name was full.
+
+        Items are stored in order, so a key repeated within the batch answers with the id
+        stored by its first occurrence, as separate submits would.
+        """
+        out: list[int | None] = []
+        pending = self._pending
+        with self._write as db:
+            for payload, ttl, key in items:
+                if key is not None:
+                    row = db.execute(
+                        "SELECT id FROM tasks WHERE name = ? AND key = ?", (name, key)
+                    ).fetchone()
+                    if row is not None:
+                        self.counters["duplicates"] += 1
+                        out.append(int(row[0]))
+                        continue
+                if pending[name] >= max_pending:
+                    self.counters["rejected_full"] += 1
+                    out.append(None)
+                    continue
+                cur = db.execute(
+                    "INSERT INTO tasks (name, payload, key, available_at, created_at, expires_at) "
+                    "VALUES (?,?,?,?,?,?)",
+                    (name, payload, key, now, now, None if ttl is None else now + ttl),
+                )
+                pending[name] += 1
+                self.counters["accepted"] += 1
+                out.append(int(cur.lastrowid or 0))
+        return out
+
     # -- workers ---------------------------------------------------------------
 
     def claim(
@@ -260,27 +299,56 @@ class TaskStore:
             self.counters["acked"] += 1
         return True
 
+    def ack_many(self, leases: Iterable[tuple[int, int]]) -> list[bool]:
+        """``ack`` each ``(task id, token)`` in one transaction; False where the lease was already lost."""
+        out: list[bool] = []
+        pending = self._pending
+        with self._write as db:
+            for task_id, token in leases:
+                row = db.execute(
+                    "DELETE FROM tasks WHERE id = ? AND token = ? AND leased = 1 RETURNING name",
+                    (task_id, token),
+                ).fetchone()
+                if row is None:
+                    self.counters["stale_settles"] += 1
+                    out.append(False)
+                    continue
+                pending[row[0]] -= 1
+                self.counters["acked"] += 1
+                out.append(True)
+        return out
+
     def nack(self, task_id: int, token: int, error: str, *, now: float, retry_after: float) -> str:
         """A failed delivery: back to ready after ``retry_after``, or dead. Returns retry/dead/stale."""
         with self._write as db:
-            row = db.execute(
-                "SELECT deliveries, COALESCE(max_deliveries, ?) FROM tasks "
-                "WHERE id = ? AND token = ? AND leased = 1",
-                (self.default_max_deliveries, task_id, token),
-            ).fetchone()
-            if row is None:
-                self.counters["stale_settles"] += 1
-                return "stale"
-            self.counters["failed"] += 1
-            deliveries, max_deliveries = row
-            if deliveries >= max_deliveries:
-                self._bury(task_id, "failed", error[-_MAX_ERROR:], now)
-                return "dead"
-            db.execute(
-                "UPDATE tasks SET leased = 0, token = NULL, lease_until = NULL, available_at = ?, "
-                "last_error = ? WHERE id = ?",
-                (now + max(0.0, retry_after), error[-_MAX_ERROR:], task_id),
-            )
+            return self._nack(db, task_id, token, error, now, retry_after)
+
+    def nack_many(self, items: Iterable[tuple[int, int, str, float]], *, now: float) -> list[str]:
+        """``nack`` each ``(task id, token, error, retry_after)`` in one transaction."""
+        with self._write as db:
+            return [self._nack(db, *item, now) for item in items]
+
+    def _nack(
+        self, db: sqlite3.Connection, task_id: int, token: int, error: str, now: float, retry_after: float
+    ) -> str:
+        row = db.execute(
+            "SELECT deliveries, COALESCE(max_deliveries, ?) FROM tasks "
+            "WHERE id = ? AND token = ? AND leased = 1",
+            (self.default_max_deliveries, task_id, token),
+        ).fetchone()
+        if row is None:
+            self.counters["stale_settles"] += 1
+            return "stale"
+        self.counters["failed"] += 1
+        deliveries, max_deliveries = row
+        if deliveries >= max_deliveries:
+            self._bury(task_id, "failed", error[-_MAX_ERROR:], now)
+            return "dead"
+        db.execute(
+            "UPDATE tasks SET leased = 0, token = NULL, lease_until = NULL, available_at = ?, "
+            "last_error = ? WHERE id = ?",
+            (now + max(0.0, retry_after), error[-_MAX_ERROR:], task_id),
+        )
         return "retry"
 
     def reject(self, task_id: int, token: int, reason: str, *, now: float) -> bool:
