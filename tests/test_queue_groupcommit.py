@@ -154,11 +154,13 @@ async def test_every_answered_submit_survives_kill_9_mid_stream(tmp_path: Path) 
     answered: list[int] = []
     async with zmicro.open_client(queue_ep, timeout=10) as client:
         with zmicro_run("zmicro.queue:TaskQueue", queue_ep, **queue_env) as (broker, _):
-            stop = False
 
             async def producer(k: int) -> None:
+                # Submits until one fails: the last one of each producer is in flight at the kill
+                # or sent after it. Answers that arrived before the kill but are read after it
+                # count as answered too (they were committed before they were sent).
                 i = 0
-                while not stop:
+                while True:
                     task_id = await client.submit("jobs.record", Job(k * 1_000_000 + i))
                     assert task_id is not None
                     answered.append(task_id)
@@ -169,9 +171,9 @@ async def test_every_answered_submit_survives_kill_9_mid_stream(tmp_path: Path) 
                 while len(answered) < 3000:
                     await asyncio.sleep(0.005)
             os.kill(broker.pid, signal.SIGKILL)  # submits still in flight, a transaction maybe open
-            broker.wait(10)
-            stop = True
-            outcomes = await asyncio.gather(*producers, return_exceptions=True)
+            await asyncio.to_thread(broker.wait, 10)
+            async with asyncio.timeout(30):  # each fails at the latest when its call times out
+                outcomes = await asyncio.gather(*producers, return_exceptions=True)
         assert all(isinstance(o, zmicro.CallError) for o in outcomes), outcomes
         on_disk = stored_ids(db)
         assert set(answered) <= on_disk
