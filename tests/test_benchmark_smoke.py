@@ -23,6 +23,7 @@ def test_every_row_of_the_suite_measures(tmp_path: Path) -> None:
         [
             *(sys.executable, "-m", "benchmarks", "--quick", "--seconds", "0.4", "--warmup", "0.1"),
             *("--overload-seconds", "2", "--json", str(out), "--png", str(png)),
+            *("--markdown", str(tmp_path / "bench.md")),
         ],
         capture_output=True,
         text=True,
@@ -47,5 +48,6 @@ def test_every_row_of_the_suite_measures(tmp_path: Path) -> None:
         assert x["median"]["rate"] > 0 and not math.isnan(x["median"]["rate"]), x
     assert all(t["measured"] is not None for t in data["targets"])
     assert "Targets" in r.stdout
+    assert "| 128 in flight |" in (tmp_path / "bench.md").read_text()
     if "matplotlib not installed" not in r.stdout:
         assert png.stat().st_size > 10_000
