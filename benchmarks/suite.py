@@ -186,7 +186,7 @@ def _cells(pattern: str, cell: Cell, base: Cell) -> list[str]:
             _x(_ratio(p50, base.median("p50_us"))),
         ]
     if pattern == "events":
-        lost = cell.median("lost_share")
+        lost = cell.median("lost")
         return [_fmt(rate), ratio, "-" if math.isnan(lost) else f"{lost:.1%}"]
     if pattern == "tasks":
         return [_fmt(rate), ratio]

@@ -146,6 +146,10 @@ class SocketDriver:
         read = 0
         try:
             while read < self._batch and not self.paused:
+                if read == 1 and not int(sock.getsockopt(_EVENTS)) & _POLLIN:
+                    # One message was all (the usual case at low load): asking EVENTS, which
+                    # also re-arms the descriptor, costs a third of a receive that fails.
+                    break
                 try:
                     frames = sock.recv_multipart(zmq.NOBLOCK)
                 except zmq.Again:
