@@ -630,3 +630,21 @@ def test_a_big_frame_goes_alone() -> None:
     packed = pack([small, small, big, small], max_bytes=64 * 1024, solo_bytes=1024)
     assert [n for _, n in packed] == [2, 1, 1]
     assert packed[1][0] == big
+
+
+@given(
+    st.text(min_size=1, max_size=40),
+    st.integers(1, 2**63 - 1),
+    st.integers(1, 2**63 - 1),
+    st.booleans(),
+    st.text(min_size=1, max_size=60),
+    hostile_values,
+)
+def test_event_parts_around_the_number_are_the_event(
+    service: str, epoch: int, seq: int, group: bool, topic: str, value: object
+) -> None:
+    from zmicro.protocol import encode_event, encode_value, event_parts
+
+    payload = encode_value(value)
+    head, tail = event_parts(service, epoch, group, topic, payload)
+    assert head + encode_value(seq) + tail == encode_event(service, epoch, seq, group, topic, payload)

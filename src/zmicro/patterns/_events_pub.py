@@ -42,6 +42,7 @@ __all__ = ("EventPublisherCore", "Policy")
 log = logging.getLogger("zmicro.events")
 
 Policy = Literal["drop", "raise", "wait"]
+_encode_int = p.encode_value
 _FLUSH_AT = 64  # events queued for one subscriber that leave at once, without waiting for the turn's end
 # The send high-water mark counts messages, and a BATCH is one: only small events are
 # coalesced, into batches of at most 16 KiB, so a full libzmq queue holds at most about
@@ -148,8 +149,14 @@ class EventPublisherCore:
 
     # -- publishing ------------------------------------------------------------
 
-    def _try(self, target: p.Target, topic: str, payload: bytes) -> bool:
-        """Queue one copy for the first candidate that has room. False when all connected were full."""
+    def _try(
+        self, target: p.Target, topic: str, payload: bytes, parts: dict[tuple[str, bool], tuple[bytes, bytes]]
+    ) -> bool:
+        """Queue one copy for the first candidate that has room. False when all connected were full.
+
+        ``parts`` caches the event's encoding around its number, per (service, group), for
+        the streams of one publish: the payload is copied once per stream, encoded once.
+        """
         for stream in target.candidates:
             if stream.peer is None:
                 continue
@@ -164,9 +171,12 @@ class EventPublisherCore:
                 continue  # not taking events: as full as a full libzmq queue
             stream.seq += 1
             stream.sent += 1
-            queued.append(
-                p.encode_event(stream.service, self.epoch, stream.seq, target.group, topic, payload)
-            )
+            key = (stream.service, target.group)
+            head_tail = parts.get(key)
+            if head_tail is None:
+                head_tail = p.event_parts(stream.service, self.epoch, target.group, topic, payload)
+                parts[key] = head_tail
+            queued.append(head_tail[0] + _encode_int(stream.seq) + head_tail[1])
             if len(queued) >= _FLUSH_AT:
                 self._flush_one(stream, queued)
             elif self._flush_handle is None:
@@ -246,8 +256,9 @@ class EventPublisherCore:
         if not targets:
             self.counters["unheard"] += 1  # nobody subscribes to it: not a loss
         sent, slow = 0, []
+        parts: dict[tuple[str, bool], tuple[bytes, bytes]] = {}
         for target in targets:
-            if self._try(target, topic, payload):
+            if self._try(target, topic, payload, parts):
                 sent += 1
             elif any(s.peer is not None for s in target.candidates):
                 slow.append(target)
@@ -291,8 +302,9 @@ class EventPublisherCore:
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, 0.02)
                     still = []
+                    parts: dict[tuple[str, bool], tuple[bytes, bytes]] = {}
                     for target in slow:
-                        if self._try(target, topic, payload):
+                        if self._try(target, topic, payload, parts):
                             sent += 1
                             self.counters["deliveries"] += 1
                         elif any(s.peer is not None for s in target.candidates):

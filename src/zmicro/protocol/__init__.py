@@ -84,6 +84,7 @@ from ._codec import encode_subscribed as encode_subscribed
 from ._codec import (
     encode_value as encode_value,
 )
+from ._codec import event_parts as event_parts
 from ._codec import is_batch as is_batch
 from ._codec import pack as pack
 from ._codec import (

@@ -48,6 +48,7 @@ __all__ = (
     "decode_each",
     "is_batch",
     "encode_batch",
+    "event_parts",
     "pack",
     "encode_cancel",
     "encode_error",
@@ -282,6 +283,16 @@ def encode_event(service: str, epoch: int, seq: int, group: bool, topic: str, pa
     The payload is encoded once per publish and copied into each subscriber's frame.
     """
     return _PREFIX[Kind.EVENT] + _encoder.encode((service, epoch, seq, group, topic, msgspec.Raw(payload)))
+
+
+def event_parts(service: str, epoch: int, group: bool, topic: str, payload: bytes) -> tuple[bytes, bytes]:
+    """An EVENT's bytes before and after its ``seq``: encode once, number per stream.
+
+    ``head + encode_value(seq) + tail`` is exactly ``encode_event(...)``: a MessagePack
+    array is its header followed by its elements, each encoded on its own.
+    """
+    head = _PREFIX[Kind.EVENT] + b"\x96" + _encoder.encode(service) + _encoder.encode(epoch)
+    return head, _encoder.encode(group) + _encoder.encode(topic) + payload
 
 
 def encode_batch(frames: list[bytes]) -> bytes:

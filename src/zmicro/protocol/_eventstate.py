@@ -68,6 +68,7 @@ class StreamTable:
         self._streams: dict[StreamKey, Stream] = {}
         self._rr: dict[str, int] = {}
         self._cache: dict[str, list[tuple[str, bool, list[Stream]]]] = {}
+        self._solos: dict[int, Target] = {}
         self.expired = 0
 
     def __len__(self) -> int:
@@ -85,7 +86,7 @@ class StreamTable:
             if len(self._streams) >= self.max_streams:
                 raise OverloadedError(f"the publisher already has {self.max_streams} subscriber streams")
             stream = self._streams[key] = Stream(*key)
-            self._cache.clear()
+            self._forget()
         return stream
 
     def subscribe(
@@ -97,13 +98,13 @@ class StreamTable:
         stream.detached_at = None
         if tuple(subscriptions) != stream.subscriptions:
             stream.subscriptions = tuple(subscriptions)
-            self._cache.clear()
+            self._forget()
         return stream
 
     def unsubscribe(self, key: StreamKey) -> Stream | None:
         stream = self._streams.pop(key, None)
         if stream is not None:
-            self._cache.clear()
+            self._forget()
         return stream
 
     def expect(self, known: dict[StreamKey, tuple[tuple[str, str], ...]], now: float) -> None:
@@ -117,7 +118,7 @@ class StreamTable:
                 stream.detached_at = now
             if stream.peer is None and stream.subscriptions != subscriptions:
                 stream.subscriptions = subscriptions
-                self._cache.clear()
+                self._forget()
             stream.from_registry = True
         for key, stream in list(self._streams.items()):
             if stream.from_registry and key not in known:
@@ -151,12 +152,12 @@ class StreamTable:
         if plan is None:
             plan = self._plan(topic)
             if len(self._cache) >= 1024:
-                self._cache.clear()
+                self._forget()
             self._cache[topic] = plan
         out: list[Target] = []
         for service, group, streams in plan:
             if not group:
-                out.append(Target(False, [streams[0]]))
+                out.append(self._solo(streams[0]))
                 continue
             start = self._rr.get(service, 0)
             self._rr[service] = start + 1
@@ -165,6 +166,17 @@ class StreamTable:
             ordered.sort(key=lambda s: s.peer is None)  # stable: keeps the rotation among equals
             out.append(Target(True, ordered))
         return out
+
+    def _forget(self) -> None:
+        self._cache.clear()
+        self._solos.clear()
+
+    def _solo(self, stream: Stream) -> Target:
+        # A broadcast copy always goes to the same stream: one Target each, made once.
+        target = self._solos.get(id(stream))
+        if target is None or target.candidates[0] is not stream:
+            target = self._solos[id(stream)] = Target(False, [stream])
+        return target
 
     def _plan(self, topic: str) -> list[tuple[str, bool, list[Stream]]]:
         plan: list[tuple[str, bool, list[Stream]]] = []
