@@ -22,6 +22,7 @@ import platform
 import statistics
 import subprocess
 import sys
+import textwrap
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -408,7 +409,7 @@ def chart(data: dict[str, Any], path: Path) -> str | None:
     except ImportError:
         return "matplotlib not installed (pip install -e .[bench])"
     patterns = [p for p in PATTERNS if any(r["pattern"] == p for r in data["results"])]
-    fig, axes = plt.subplots(len(patterns), 1, figsize=(11, 3.6 * len(patterns)), squeeze=False)
+    fig, axes = plt.subplots(len(patterns), 1, figsize=(12, 4.2 * len(patterns)), squeeze=False)
     for ax, pattern in zip(axes[:, 0], patterns, strict=True):
         res = [r for r in data["results"] if r["pattern"] == pattern]
         labels = list(dict.fromkeys(r["label"] for r in res))
@@ -422,7 +423,7 @@ def chart(data: dict[str, Any], path: Path) -> str | None:
             xs = [j + (i - (len(points) - 1) / 2) * width for j in range(len(labels))]
             ax.bar(xs, [0.0 if math.isnan(y) else y for y in ys], width, label=point)
         ax.set_xticks(range(len(labels)))
-        ax.set_xticklabels([lbl.replace(", ", ",\n", 1) for lbl in labels], fontsize=7)
+        ax.set_xticklabels([textwrap.fill(lbl, 14) for lbl in labels], fontsize=6.5)
         ax.set_yscale("log")
         ax.set_ylabel(
             {"rpc": "calls/s", "events": "msgs/s", "tasks": "tasks/s", "overload": "ok calls/s"}[pattern]
@@ -436,7 +437,7 @@ def chart(data: dict[str, Any], path: Path) -> str | None:
         f"libzmq {m['libzmq']}",
         fontsize=9,
     )
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.985))
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return None
