@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sqlite3
 import threading
 import time
+from pathlib import Path
 
 import msgspec
 
@@ -102,3 +104,12 @@ class Blocking(zmicro.Service):
         time.sleep(job.sleep)
         self.threads.add(threading.current_thread().name)
         self.done.append(job.n)
+
+
+def stored_ids(path: Path) -> set[int]:
+    """Task ids committed to the database file, read by a connection of our own."""
+    db = sqlite3.connect(path)
+    try:
+        return {int(r[0]) for r in db.execute("SELECT id FROM tasks")}
+    finally:
+        db.close()

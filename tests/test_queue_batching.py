@@ -15,22 +15,13 @@ import pytest
 
 import zmicro
 from conftest import free_port
-from task_services import Job
+from task_services import Job, stored_ids
 from test_tasks_processes import zmicro_run
 from zmicro.testing import ClientFactory, ServerFactory
 
 pytestmark = pytest.mark.timeout(60)
 
 Q = "zmicro.queue"
-
-
-def stored_ids(path: Path) -> set[int]:
-    """Task ids committed to the database file, read by a connection of our own."""
-    db = sqlite3.connect(path)
-    try:
-        return {int(r[0]) for r in db.execute("SELECT id FROM tasks")}
-    finally:
-        db.close()
 
 
 async def until(predicate: Callable[[], bool], seconds: float = 10.0) -> None:

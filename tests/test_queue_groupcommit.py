@@ -13,7 +13,7 @@ import pytest
 
 import zmicro
 from conftest import free_port
-from task_services import Job, Recorder
+from task_services import Job, Recorder, stored_ids
 from test_tasks_processes import zmicro_run
 from zmicro.queue import TaskStore
 from zmicro.testing import ClientFactory, ServerFactory
@@ -21,15 +21,6 @@ from zmicro.testing import ClientFactory, ServerFactory
 pytestmark = pytest.mark.timeout(60)
 
 Q = "zmicro.queue"
-
-
-def stored_ids(path: Path) -> set[int]:
-    """Task ids committed to the database file, read by a connection of our own."""
-    db = sqlite3.connect(path)
-    try:
-        return {int(r[0]) for r in db.execute("SELECT id FROM tasks")}
-    finally:
-        db.close()
 
 
 async def test_concurrent_submits_share_commits_and_are_all_stored(
