@@ -151,7 +151,7 @@ def render(rows: list[h.Row], cells: dict[tuple[str, str, str], Cell], patterns:
 
 
 _TITLES = {
-    "rpc": "RPC round trips: a small typed argument and reply, one connection (median of rounds)",
+    "rpc": "RPC round trips: a small typed argument and reply on one connection (aiohttp: one per call)",
     "events": "Events: messages per second received by each subscriber",
     "tasks": "Work queue: tasks per second, each acknowledged",
     "overload": "Overload: 10x what the service can handle",
@@ -273,9 +273,8 @@ def render_targets(ts: list[Target]) -> Table:
         digits = 0 if t.unit == "/s" else 2
         met = {True: "[green]yes[/]", False: "[red]no[/]", None: "-"}[t.met]
         sign = ">=" if t.higher_is_better else "<="
-        table.add_row(
-            t.what, _fmt(t.measured, digits) + t.unit, f"{sign} {_fmt(t.goal, digits)}{t.unit}", met
-        )
+        measured = "-" if math.isnan(t.measured) else _fmt(t.measured, digits) + t.unit
+        table.add_row(t.what, measured, f"{sign} {_fmt(t.goal, digits)}{t.unit}", met)
     return table
 
 
@@ -295,16 +294,20 @@ def machine() -> dict[str, Any]:
             if line.startswith("model name"):
                 cpu = line.split(":", 1)[1].strip()
                 break
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            check=False,
-            cwd=_RESULTS.parent,
-        ).stdout.strip()
-    except OSError:
-        commit = ""
+
+    def git(*args: str) -> str:
+        try:
+            out = subprocess.run(
+                ["git", *args], capture_output=True, text=True, check=False, cwd=_RESULTS.parent
+            )
+        except OSError:
+            return ""
+        return out.stdout.strip()
+
+    commit = git("rev-parse", "--short", "HEAD")
+    # Uncommitted changes to the code measured make the commit an approximation: say so.
+    if commit and git("status", "--porcelain", "--", "src", "benchmarks/*.py"):
+        commit += "+changes"
     return {
         "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "cpus": os.cpu_count(),
@@ -317,6 +320,7 @@ def machine() -> dict[str, Any]:
         "zmicro": zmicro.__version__,
         "commit": commit,
         "load_average": os.getloadavg(),
+        "started": time.time(),
     }
 
 
@@ -326,6 +330,7 @@ def to_json(
     skipped: dict[str, str],
     settings: h.Settings,
     ts: list[Target],
+    host: dict[str, Any],
 ) -> dict[str, Any]:
     labels = {(r.pattern, r.key): r for r in rows}
     out: list[dict[str, Any]] = []
@@ -348,7 +353,7 @@ def to_json(
             }
         )
     return {
-        "machine": machine(),
+        "machine": {**host, "minutes": round((time.time() - host["started"]) / 60, 1)},
         "settings": settings.__dict__,
         "results": out,
         "skipped": skipped,
@@ -360,7 +365,8 @@ def markdown(data: dict[str, Any]) -> str:
     """The tables of one run as Markdown (for the docs), built from its JSON alone."""
     m = data["machine"]
     lines = [
-        f"Measured {m['date']} on {m['cpus']} CPUs ({m['cpu']}), Linux {m['kernel']}, Python {m['python']}, "
+        f"Run started {m['date']} ({m.get('minutes', '?')} minutes) on {m['cpus']} CPUs ({m['cpu']}), "
+        f"Linux {m['kernel']}, Python {m['python']}, "
         f"pyzmq {m['pyzmq']}, libzmq {m['libzmq']}, msgspec {m['msgspec']}; zmicro {m['zmicro']} at "
         f"`{m['commit']}`. Load average at the start: {', '.join(f'{x:.1f}' for x in m['load_average'])}. "
         f"Median of {data['settings']['repeat']} rounds of {data['settings']['seconds']:g} s per point.",
@@ -449,24 +455,32 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     ap.add_argument("--patterns", default=",".join(PATTERNS), help="comma-separated: " + ",".join(PATTERNS))
     ap.add_argument("--rows", default="", help="comma-separated row keys (default: every row)")
-    ap.add_argument("--seconds", type=float, default=3.0, help="measured seconds per point")
-    ap.add_argument("--warmup", type=float, default=0.5, help="untimed seconds before each point")
-    ap.add_argument("--repeat", type=int, default=3, help="rounds; the tables show medians")
-    ap.add_argument("--overload-seconds", type=float, default=10.0, help="length of the overload run")
-    ap.add_argument("--quick", action="store_true", help="1 round of 1 s points (a smoke run, not a result)")
-    ap.add_argument("--json", default=str(_RESULTS / "latest.json"), help="where to write every number")
+    ap.add_argument("--seconds", type=float, help="measured seconds per point [3; --quick: 1]")
+    ap.add_argument("--warmup", type=float, help="untimed seconds before each point [0.5; --quick: 0.3]")
+    ap.add_argument("--repeat", type=int, help="rounds; the tables show medians [3; --quick: 1]")
+    ap.add_argument("--overload-seconds", type=float, help="length of the overload run [10; --quick: 3]")
     ap.add_argument(
-        "--png", default=str(_RESULTS / "latest.png"), help="where to draw the chart ('' for none)"
+        "--quick",
+        action="store_true",
+        help="shorter defaults, a smoke run rather than a result; writes benchmarks/results/quick.*",
     )
+    ap.add_argument("--json", help="where to write every number [benchmarks/results/latest.json]")
+    ap.add_argument("--png", help="where to draw the chart ('' for none) [benchmarks/results/latest.png]")
     ap.add_argument(
         "--markdown",
-        default=str(_RESULTS / "latest.md"),
-        help="where to write the tables as Markdown ('' for none)",
+        help="where to write the tables as Markdown ('' for none) [benchmarks/results/latest.md]",
     )
     ap.add_argument("--list", action="store_true", help="list the rows and exit")
     args = ap.parse_args(argv)
-    if args.quick:
-        args.seconds, args.warmup, args.repeat, args.overload_seconds = 1.0, 0.3, 1, 3.0
+    # --quick changes the defaults only: durations given explicitly are kept.
+    defaults = (1.0, 0.3, 1, 3.0) if args.quick else (3.0, 0.5, 3, 10.0)
+    for name, value in zip(("seconds", "warmup", "repeat", "overload_seconds"), defaults, strict=True):
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+    stem = "quick" if args.quick else "latest"  # a smoke run never overwrites the last full result
+    for name, ext in (("json", "json"), ("png", "png"), ("markdown", "md")):
+        if getattr(args, name) is None:
+            setattr(args, name, str(_RESULTS / f"{stem}.{ext}"))
     args.patterns = [p for p in args.patterns.split(",") if p]
     unknown = set(args.patterns) - set(PATTERNS)
     if unknown:
@@ -479,8 +493,13 @@ def main(argv: list[str] | None = None) -> int:
     console = Console(width=None if sys.stdout.isatty() else 200)
     rows = load_rows()
     if args.rows:
-        wanted = set(args.rows.split(","))
+        wanted = {w for w in args.rows.split(",") if w}
+        known = {r.key for r in rows} | {f"{r.pattern}/{r.key}" for r in rows}
+        if wanted - known:
+            console.print(f"[red]unknown rows:[/] {', '.join(sorted(wanted - known))} (see --list)")
+            return 2
         rows = [r for r in rows if r.key in wanted or f"{r.pattern}/{r.key}" in wanted]
+    rows = [r for r in rows if r.pattern in args.patterns]
     if args.list:
         for row in rows:
             why = row.unavailable()
@@ -490,10 +509,13 @@ def main(argv: list[str] | None = None) -> int:
             )
         return 0
     settings = h.Settings(args.seconds, args.warmup, args.repeat, args.overload_seconds)
+    rounds = f"{settings.repeat} round{'s' if settings.repeat != 1 else ''}"
+    overload = f"; overload runs {settings.overload_seconds:g} s" if "overload" in args.patterns else ""
     console.print(
-        f"[bold]zmicro bench[/]: {len(rows)} rows, {settings.repeat} rounds of {settings.seconds:g} s points "
-        f"(+{settings.warmup:g} s warm-up); overload runs {settings.overload_seconds:g} s"
+        f"[bold]zmicro bench[/]: {len(rows)} rows, {rounds} of {settings.seconds:g} s points "
+        f"(+{settings.warmup:g} s warm-up){overload}"
     )
+    host = machine()  # at the start: the date, the load and the commit of the code measured
     cells, skipped = run(rows, settings, args.patterns, console)
     ts = targets(cells)
     for table in render(rows, cells, args.patterns):
@@ -501,7 +523,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, why in skipped.items():
         console.print(f"[dim]skipped {name}: {escape(why)}[/]")
     console.print(render_targets(ts))
-    data = to_json(rows, cells, skipped, settings, ts)
+    data = to_json(rows, cells, skipped, settings, ts, host)
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(data, indent=1, default=str))

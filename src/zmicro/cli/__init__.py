@@ -28,7 +28,8 @@ from ._tasks import flatten, tasks
 
 __all__ = ("main",)
 
-out = Console(soft_wrap=True)
+# Tables keep their numbers whole when the output goes to a file or a pipe (a CI log).
+out = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True, soft_wrap=True)
 
 
