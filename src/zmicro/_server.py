@@ -438,18 +438,23 @@ class Server:
         if self._running.get(key) is running:
             del self._running[key]
         self._unwatch(key, running.tick)
+        # Nothing else running: no other reply could join this one, so it leaves at once
+        # instead of a loop turn later. (Busy servers coalesce; idle ones answer at once.)
+        idle = not self._running
+        if idle:
+            self.rpc.hold()
         try:
-            self._answer(running, outcome)
-        except Exception:  # answering must never leak the handler's slot
-            log.exception("could not answer %s", key)
-        self._release_after(running)
-        if not self._running:
-            # Nothing else is running, so no other reply could join this one: send it now
-            # rather than a loop turn later. (Busy servers coalesce; idle ones answer at once.)
             try:
-                self.rpc.flush()
-            except Exception:
-                log.exception("could not send replies")
+                self._answer(running, outcome)
+            except Exception:  # answering must never leak the handler's slot
+                log.exception("could not answer %s", key)
+            self._release_after(running)
+        finally:
+            if idle:
+                try:
+                    self.rpc.flush()
+                except Exception:
+                    log.exception("could not send replies")
 
     def _answer(self, running: _Running, outcome: tuple[Any, ...] | None) -> None:
         job = running.job

@@ -64,7 +64,7 @@ class RpcServer:
         # Replies wait here, per caller, until the current drain pass ends or the loop
         # turns once: all that is ready together leaves together, in one BATCH message.
         self._outbox: dict[bytes, list[bytes]] = {}
-        self._reading = False
+        self._held = False
         self._flush_scheduled = False
         self._loop: asyncio.AbstractEventLoop | None = None
         # Other patterns sharing this socket (events, ...) handle their message kinds here.
@@ -92,7 +92,7 @@ class RpcServer:
             self.send_error(peer, request_id, "protocol_error", message)
 
     def _on_message(self, frames: list[bytes]) -> None:
-        self._reading = True  # replies wait for the end of this drain pass (see flush)
+        self._held = True  # replies wait for the end of this drain pass (see flush)
         self.counters["messages_in"] += 1
         if len(frames) != 2:
             # Frame 0 is always the routing id that libzmq added; anything else is bad.
@@ -161,13 +161,17 @@ class RpcServer:
             if len(queued) >= _FLUSH_AT:
                 self.flush()  # keep the pipe busy: the caller starts on these now
                 return
-        if not self._reading and not self._flush_scheduled and self._loop is not None:
+        if not self._held and not self._flush_scheduled and self._loop is not None:
             self._flush_scheduled = True
             self._loop.call_soon(self.flush)
 
+    def hold(self) -> None:
+        """Replies queued from now on wait for the caller's own ``flush()``: no loop turn is booked."""
+        self._held = True
+
     def flush(self) -> None:
         """Send every queued reply now: one message per caller, a BATCH when there are several."""
-        self._reading = False
+        self._held = False
         self._flush_scheduled = False
         for hook in self.before_flush:
             hook()
