@@ -208,6 +208,33 @@ def run_client(module: str, *args: object, timeout: float = 120.0) -> dict[str, 
     raise RuntimeError(f"{' '.join(cmd)} exited {done.returncode} without a result:\n{done.stderr[-2000:]}")
 
 
+def run_rpc_client(
+    module: str,
+    key: str,
+    server: Proc,
+    point: Point,
+    settings: Settings,
+    *address: object,
+    slack: float = 60.0,
+) -> dict[str, Any]:
+    """One RPC point: ``python -m benchmarks.<module> client KEY ADDRESS...`` against ``server``."""
+    return run_client(
+        module,
+        "client",
+        key,
+        *address,
+        "--inflight",
+        point["inflight"],
+        "--seconds",
+        settings.seconds,
+        "--warmup",
+        settings.warmup,
+        "--server-pid",
+        server.pid,
+        timeout=settings.warmup + settings.seconds + slack,
+    )
+
+
 def ready(info: dict[str, Any]) -> None:
     """Called by a long-running role once it can serve."""
     print("READY " + json.dumps(info), flush=True)

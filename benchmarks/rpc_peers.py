@@ -405,22 +405,8 @@ def _client_nameko(args: argparse.Namespace) -> dict[str, float]:
 def _measure(key: str) -> Callable[[Point, Settings], dict[str, float]]:
     def measure(point: Point, settings: Settings) -> dict[str, float]:
         with harness.start("rpc_peers", "serve", key) as srv:
-            return harness.run_client(
-                "rpc_peers",
-                "client",
-                key,
-                "--port",
-                srv.info["port"],
-                "--inflight",
-                point["inflight"],
-                "--seconds",
-                settings.seconds,
-                "--warmup",
-                settings.warmup,
-                "--server-pid",
-                srv.pid,
-                timeout=settings.warmup + settings.seconds + 2 * _SLACK,
-            )
+            port = ("--port", srv.info["port"])
+            return harness.run_rpc_client("rpc_peers", key, srv, point, settings, *port, slack=2 * _SLACK)
 
     return measure
 

@@ -220,21 +220,7 @@ def _server_cmd(key: str) -> list[str]:
 def _measure(key: str) -> h.Measure:
     def measure(point: h.Point, settings: h.Settings) -> dict[str, float]:
         with h.Proc(_server_cmd(key)) as srv:
-            return h.run_client(
-                "rpc_zmq",
-                "client",
-                key,
-                "--endpoint",
-                srv.info["endpoint"],
-                "--inflight",
-                point["inflight"],
-                "--seconds",
-                settings.seconds,
-                "--warmup",
-                settings.warmup,
-                "--server-pid",
-                srv.pid,
-            )
+            return h.run_rpc_client("rpc_zmq", key, srv, point, settings, "--endpoint", srv.info["endpoint"])
 
     return measure
 

@@ -6,7 +6,6 @@ import asyncio
 import os
 import signal
 import sqlite3
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,18 +15,13 @@ import pytest
 import zmicro
 from conftest import free_port
 from task_services import Job, stored_ids
+from test_tasks import until
 from test_tasks_processes import zmicro_run
 from zmicro.testing import ClientFactory, ServerFactory
 
 pytestmark = pytest.mark.timeout(60)
 
 Q = "zmicro.queue"
-
-
-async def until(predicate: Callable[[], bool], seconds: float = 10.0) -> None:
-    async with asyncio.timeout(seconds):
-        while not predicate():  # the state polled has no event to wait on
-            await asyncio.sleep(0.01)
 
 
 def counters(queue: zmicro.TaskQueue) -> dict[str, int]:
